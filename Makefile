@@ -1,0 +1,13 @@
+# The two commands (see README): `make run` and `make test`.
+.PHONY: setup run test bench
+
+setup:
+	scripts/setup
+
+# The main job on the bundled models: a chat buffer, then a completion buffer.
+run: setup
+	.venv/bin/limner --no-log < examples/chat.md
+	.venv/bin/limner --no-log < examples/completion.md
+
+test:
+	scripts/test -q

@@ -1,0 +1,53 @@
+"""Events flow from a backend adapter to the renderer, the log and `limner serve`.
+
+Adapters never print; they yield these. The renderer never parses HTTP; it
+consumes these. That seam is what lets one stream feed the terminal, the
+log, the editor plugins and the eval harness.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+
+@dataclass
+class Text:
+    text: str
+
+
+@dataclass
+class Usage:
+    """Token counts and timings, from the server's `usage`/`timings` or the engine."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    prompt_ms: float | None = None  # time spent evaluating the prompt
+    predicted_ms: float | None = None  # time spent decoding
+    cached_tokens: int | None = None  # prompt tokens served from a cache
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Stopped:
+    """The stream ended normally. reason: "stop", "length", "fim:<rule>", ..."""
+
+    reason: str = "stop"
+
+
+@dataclass
+class Failure:
+    """The stream could not start or was cut off.
+
+    kind is a short stable slug ("refused", "dns", "http", "disconnect",
+    "malformed", "utf8", "timeout", "context", "cancelled", "engine", ...);
+    message says what happened, hint says what to do.
+    """
+
+    kind: str
+    message: str
+    hint: str = ""
+    line: int = 0  # buffer line it relates to, when there is one
+    status: int | None = None  # HTTP status, when there is one
+
+
+Event = Union[Text, Usage, Stopped, Failure]

@@ -1,0 +1,85 @@
+"""The Request: everything a buffer asks for, before any I/O.
+
+`buffer.parse(text)` produces one of these; a backend adapter turns it into
+an HTTP call (or an engine call). Nothing here touches the network.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Illume's sentinel for "no !api given yet": a profile may still set it.
+INVALID_URL = "http://invalid./"
+
+# Modes, named after Illume's TypeChat/TypeCompletion/TypeInfill/TypeFim.
+CHAT = "chat"
+COMPLETION = "completion"
+INFILL = "infill"  # llama.cpp /infill with input_prefix / input_suffix
+FIM = "fim"  # a template filled with {prefix}/{suffix}, sent as a completion
+
+
+@dataclass
+class Message:
+    role: str  # "system" | "user" | "assistant" | "infill"
+    content: str
+    line: int = 0  # buffer line where this message's text begins (1-based)
+
+
+@dataclass
+class ContextFile:
+    """One file pulled in by !context, kept so /infill can send it as input_extra."""
+
+    name: str  # the relative name shown to the model
+    text: str
+    line: int  # the !context line that brought it in
+
+
+@dataclass
+class Request:
+    mode: str = CHAT
+    api: str = INVALID_URL  # as written: may be "quoted" (literal) or hold {keys}
+    api_line: int = 0
+    data: dict[str, Any] = field(default_factory=lambda: {"max_tokens": 2000})
+    headers: dict[str, str] = field(
+        default_factory=lambda: {"content-type": "application/json"}
+    )
+    # Chat: every message. Completion: one message holding the prompt.
+    # Infill/FIM: the text before (and after) the !infill line.
+    messages: list[Message] = field(default_factory=list)
+    prompt: str | None = None  # completion and fim: the final prompt text
+    prefix: str | None = None  # infill/fim: text before the hole (Illume adds "\n")
+    suffix: str | None = None  # infill/fim: text after the hole
+    infill_line: int = 0  # where the !infill hole is
+    fim_template: str | None = None
+    context_files: list[ContextFile] = field(default_factory=list)
+    profile: str | None = None  # the last profile loaded (Illume's State.Profile)
+    profiles: list[str] = field(default_factory=list)  # every profile loaded, in order
+    backend: str | None = None  # explicit !backend; None = infer from mode and URL
+    prepend: str = ""
+    exclude: str = ""
+    debug: bool = False
+    stats: bool = False
+    nolog: bool = False
+    gpt_oss: bool = False
+    user_set: set[str] = field(default_factory=set)  # !: keys the buffer itself set
+    language: str | None = None  # infill: source language for the syntax-aware stop
+    checks: bool = False  # !check: run code checks on the reply
+    test_cmd: str | None = None  # !test CMD (verify issue)
+    repair_rounds: int = 0  # !repair N
+    text: str = ""  # the raw buffer, for hashing and logging
+
+    @property
+    def model(self) -> str | None:
+        m = self.data.get("model")
+        return m if isinstance(m, str) else None
+
+
+@dataclass
+class HttpCall:
+    """A fully built HTTP request. `!debug` prints exactly this."""
+
+    url: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    method: str = "POST"
+    stream: bool = True

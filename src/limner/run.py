@@ -1,0 +1,105 @@
+"""The default command: buffer on stdin -> request -> streamed reply on stdout.
+
+This is the one data path of docs/ARCHITECTURE.md, wired end to end:
+
+    buffer.parse -> backends.open -> adapter.stream -> [fim stop] -> render -> log
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+from limner import render
+from limner.errors import LimnerError
+
+
+class _Cancelled(BaseException):
+    """Raised from the SIGTERM handler so an editor's "stop" ends like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    raise _Cancelled()
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="limner", add_help=False)
+    p.add_argument("--no-log", action="store_true")
+    p.add_argument("--profile")
+    p.add_argument("--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise LimnerError(
+            f"the buffer is not valid UTF-8 (byte {e.start}, line {line})",
+            "Save the file as UTF-8, or remove the stray bytes on that line.",
+            line=line,
+        ) from None
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = _args(argv)
+    except SystemExit as e:  # argparse already printed the problem
+        return int(e.code or 2)
+    if args.verbose:
+        os.environ["LIMNER_VERBOSE"] = "1"
+    out = sys.stdout
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+    from limner import buffer
+
+    started = time.time()
+    req = None
+    try:
+        text = _decode(sys.stdin.buffer.read())
+        req = buffer.parse(text, default_profile=args.profile)
+        from limner import backends
+
+        adapter = backends.open(req)
+        if req.debug:
+            out.write(render.debug(adapter.describe()))
+            out.flush()
+            return 0
+    except LimnerError as e:
+        out.write(render.error_block(e.message, e.hint, e.line))
+        out.flush()
+        return e.exit_code
+
+    events = adapter.stream()
+    if req.mode in ("infill", "fim"):
+        # The syntax-aware stop sits between the adapter and the renderer; it
+        # asks the adapter to abort once the middle is complete.
+        try:
+            from limner.fim.stream import guard
+        except ImportError:  # the fim package has not landed yet
+            guard = None
+        if guard is not None:
+            events = guard(events, req, adapter)
+
+    renderer = render.Renderer(out, req)
+    try:
+        for event in events:
+            renderer.feed(event)
+    except (KeyboardInterrupt, _Cancelled) as e:
+        adapter.close()
+        renderer.cancel(sigterm=isinstance(e, _Cancelled))
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    outcome = renderer.finish()
+
+    if not (args.no_log or req.nolog or os.environ.get("LIMNER_NO_LOG")):
+        try:
+            from limner import log
+
+            log.record_outcome(req, adapter, outcome, started=started)
+        except Exception as e:  # noqa: BLE001 - the reply matters more than the log
+            sys.stderr.write(f"limner: could not log this exchange: {e}\n")
+    return outcome.exit_code
