@@ -51,3 +51,20 @@ class Failure:
 
 
 Event = Union[Text, Usage, Stopped, Failure]
+
+
+@dataclass
+class Outcome:
+    """What one exchange came to, once the stream is over. The log stores this.
+
+    status: "ok" | "error" | "partial" (text arrived, then a failure) | "cancelled"
+    """
+
+    status: str
+    exit_code: int
+    text: str = ""  # the reply text as written (after !prepend)
+    usage: Usage | None = None
+    stopped: str | None = None  # Stopped.reason, when the stream ended normally
+    failure: Failure | None = None
+    first_token_s: float | None = None  # seconds from request start to first text
+    elapsed_s: float | None = None
