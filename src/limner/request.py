@@ -32,6 +32,7 @@ class ContextFile:
     name: str  # the relative name shown to the model
     text: str
     line: int  # the !context line that brought it in
+    block: str = ""  # the exact fenced text inlined into the buffer (Illume's format)
 
 
 @dataclass
