@@ -203,6 +203,14 @@ def test_search_prompt_and_reply_words(data_dir):
     hit = log.search("capybaras")[0]
     assert "[Capybaras]" in hit["snippet"]
     assert log.search("zebra") == []
+    # The index follows edits and deletions made later (a rating tool, a purge).
+    db = sqlite3.connect(data_dir / "limner.db")
+    with db:
+        db.execute("UPDATE exchanges SET reply = 'Use functools.cache.' WHERE id = ?", (b,))
+        db.execute("DELETE FROM exchanges WHERE id = ?", (a,))
+    db.close()
+    assert [r["id"] for r in log.search("functools")] == [b]
+    assert log.search("dict") == [] and log.search("capybaras") == []
     for bad in ['"unclosed', "foo AND", "nosuchcolumn: x"]:
         with pytest.raises(log.LogQueryError) as e:
             log.search(bad)

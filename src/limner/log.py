@@ -96,27 +96,15 @@ def _m1_exchanges(db: sqlite3.Connection) -> None:
                request_text, reply, content='exchanges', content_rowid='id')"""
     )
     # External content: the index holds no copy of the text, so these
-    # triggers must tell it what was added and removed.
-    db.execute(
-        """CREATE TRIGGER exchanges_ai AFTER INSERT ON exchanges BEGIN
-             INSERT INTO exchanges_fts(rowid, request_text, reply)
-             VALUES (new.id, new.request_text, new.reply);
-           END"""
-    )
-    db.execute(
-        """CREATE TRIGGER exchanges_ad AFTER DELETE ON exchanges BEGIN
-             INSERT INTO exchanges_fts(exchanges_fts, rowid, request_text, reply)
-             VALUES ('delete', old.id, old.request_text, old.reply);
-           END"""
-    )
-    db.execute(
-        """CREATE TRIGGER exchanges_au AFTER UPDATE ON exchanges BEGIN
-             INSERT INTO exchanges_fts(exchanges_fts, rowid, request_text, reply)
-             VALUES ('delete', old.id, old.request_text, old.reply);
-             INSERT INTO exchanges_fts(rowid, request_text, reply)
-             VALUES (new.id, new.request_text, new.reply);
-           END"""
-    )
+    # triggers tell it what was added and removed, in the writer's transaction.
+    add = ("INSERT INTO exchanges_fts(rowid, request_text, reply) "
+           "VALUES (new.id, new.request_text, new.reply);")
+    drop = ("INSERT INTO exchanges_fts(exchanges_fts, rowid, request_text, reply) "
+            "VALUES ('delete', old.id, old.request_text, old.reply);")
+    for name, event, body in (("ai", "INSERT", add), ("ad", "DELETE", drop),
+                              ("au", "UPDATE", drop + add)):
+        db.execute(f"CREATE TRIGGER exchanges_{name} AFTER {event} ON exchanges "
+                   f"BEGIN {body} END")
 
 
 # Append only; never edit a migration that has shipped.
@@ -171,24 +159,32 @@ def _retrying(fn, what: str, path: Path):
         delay = min(delay * 2, 0.25)
 
 
+def _in_transaction(db: sqlite3.Connection, fn):
+    """fn(db) inside BEGIN IMMEDIATE ... COMMIT: the write lock is taken up
+    front, so a busy database shows at BEGIN, where retrying is safe."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(db)
+        db.execute("COMMIT")
+        return result
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
     if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
         return
 
-    def run() -> None:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            # Re-read inside the lock: another process may have just migrated.
-            have = db.execute("PRAGMA user_version").fetchone()[0]
-            for step in MIGRATIONS[have:]:
-                step(db)
-            db.execute(f"PRAGMA user_version = {max(have, SCHEMA_VERSION)}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+    def run(db: sqlite3.Connection) -> None:
+        # Re-read under the lock: another process may have just migrated.
+        have = db.execute("PRAGMA user_version").fetchone()[0]
+        for step in MIGRATIONS[have:]:
+            step(db)
+        db.execute(f"PRAGMA user_version = {max(have, SCHEMA_VERSION)}")
 
-    _retrying(run, "set up", path)
+    _retrying(lambda: _in_transaction(db, run), "set up", path)
 
 
 def connect(path: Path | str | None = None, create: bool = True) -> sqlite3.Connection | None:
@@ -334,15 +330,7 @@ def record(exchange: dict[str, Any], path: Path | str | None = None) -> int:
     db = connect(path)
 
     def write() -> int:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            rowid = db.execute(sql, values).lastrowid
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        return int(rowid)
+        return int(_in_transaction(db, lambda db: db.execute(sql, values).lastrowid))
 
     with _write_lock:
         try:
@@ -385,39 +373,28 @@ def exchange_of(req: Any, adapter: Any, outcome: Any, started: float | None = No
         if msgs:
             body["messages"] = [{"role": m.role, "content": m.content} for m in msgs]
         url, headers = getattr(req, "api", None), dict(getattr(req, "headers", None) or {})
-    usage = outcome.usage
-    failure = outcome.failure
-    return {
-        "created": _now_iso(started),
-        "source": "run",
-        "buffer": req.text,
-        "buffer_sha256": hashlib.sha256((req.text or "").encode("utf-8")).hexdigest(),
-        "request_url": url,
-        "request_headers": headers,
-        "request_body": body,
-        "request_text": _request_text(req),
-        "title": _title(req),
-        "reply": outcome.text,
-        "status": outcome.status,
-        "exit_code": outcome.exit_code,
-        "error_kind": failure.kind if failure else None,
-        "error_message": failure.message if failure else None,
-        "error_hint": (failure.hint or None) if failure else None,
-        "http_status": failure.status if failure else None,
-        "stop_reason": outcome.stopped,
-        "elapsed_s": outcome.elapsed_s,
+    ex = {
+        "created": _now_iso(started), "source": "run", "buffer": req.text,
+        "request_url": url, "request_headers": headers, "request_body": body,
+        "request_text": _request_text(req), "title": _title(req),
+        "reply": outcome.text, "status": outcome.status, "exit_code": outcome.exit_code,
+        "stop_reason": outcome.stopped, "elapsed_s": outcome.elapsed_s,
         "first_token_s": outcome.first_token_s,
-        "prompt_ms": usage.prompt_ms if usage else None,
-        "predicted_ms": usage.predicted_ms if usage else None,
-        "prompt_tokens": usage.prompt_tokens if usage else None,
-        "completion_tokens": usage.completion_tokens if usage else None,
-        "cached_tokens": usage.cached_tokens if usage else None,
-        "profile": req.profile,
-        "profiles": [*(req.profiles or [])],
-        "model": req.model,
-        "backend": getattr(adapter, "name", None) or req.backend,
-        "mode": req.mode,
+        "profile": req.profile, "profiles": [*(req.profiles or [])], "model": req.model,
+        "backend": getattr(adapter, "name", None) or req.backend, "mode": req.mode,
     }
+    f = outcome.failure
+    if f is not None:
+        ex.update(error_kind=f.kind, error_message=f.message, error_hint=f.hint or None,
+                  http_status=f.status)
+    u = outcome.usage
+    if u is not None:
+        for k in ("prompt_ms", "predicted_ms", "prompt_tokens", "completion_tokens",
+                  "cached_tokens"):
+            ex[k] = getattr(u, k)
+        if u.extra:
+            ex["extra"] = {"usage": u.extra}  # server-specific numbers, kept as given
+    return ex
 
 
 def record_outcome(req: Any, adapter: Any, outcome: Any, started: float | None = None,
@@ -445,13 +422,9 @@ def _row(r: sqlite3.Row) -> dict[str, Any]:
     return d
 
 
-def _reader(path: Path | str | None) -> sqlite3.Connection | None:
-    return connect(path, create=False)
-
-
 def _read(path, fn):
     """Run a read; turn SQLite's errors into LogError."""
-    db = _reader(path)
+    db = connect(path, create=False)
     if db is None:
         return None
     try:
@@ -522,14 +495,16 @@ def search(query: str, limit: int = 20,
         "FROM exchanges_fts JOIN exchanges e ON e.id = exchanges_fts.rowid "
         "WHERE exchanges_fts MATCH ? ORDER BY bm25(exchanges_fts), e.id DESC LIMIT ?"
     )
-    db = _reader(path)
+    db = connect(path, create=False)
     if db is None:
         return []
     try:
         rows = db.execute(sql, (query, int(limit))).fetchall()
     except sqlite3.OperationalError as e:
-        # Every OperationalError here comes from the query text: FTS5 reports
-        # syntax errors, unknown "column:" filters and bad tokens this way.
+        if _locked(e):
+            raise LogError(f"could not read the exchange log: {e}") from None
+        # FTS5 reports syntax errors, unknown "column:" filters and bad
+        # tokens as OperationalError: the query text is at fault.
         raise LogQueryError(
             f"cannot search for {query!r}: {e}",
             'The query uses SQLite FTS5 syntax: words, "exact phrases", '
