@@ -166,6 +166,10 @@ def test_record_dict_for_other_callers(data_dir):
     assert row["request_text"] == "def add(a, b):" and row["title"] == "def add(a, b):"
     assert row["request_body"]["token"] == "sk-l****"
     assert row["extra"] == {"suite": "humaneval", "task": 7}  # unknown keys kept, not lost
+    # created in any common form is stored as fixed-width UTC, so it sorts as text.
+    for given in ("2025-03-04 05:06:07", "2025-03-04T06:06:07+01:00", 1741064767.0):
+        assert log.get(log.record({"status": "ok", "created": given}))["created"] == (
+            "2025-03-04T05:06:07.000000Z")
     with pytest.raises(ValueError):
         log.record({"status": "fine"})
 

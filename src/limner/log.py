@@ -236,7 +236,13 @@ def close() -> None:
 # ---------------------------------------------------------------- writing
 
 
-def _now_iso(t: float | None = None) -> str:
+def _now_iso(t: float | str | datetime | None = None) -> str:
+    """UTC, fixed width, so that text order is time order (since/until rely on it).
+    Takes unix seconds, a datetime or an ISO string (naive means UTC)."""
+    if isinstance(t, str):
+        t = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    if isinstance(t, datetime):
+        t = (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
     t = time.time() if t is None else t
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -304,7 +310,7 @@ def record(exchange: dict[str, Any], path: Path | str | None = None) -> int:
         extra[k] = ex.pop(k)
     if extra:
         ex["extra"] = extra
-    ex.setdefault("created", _now_iso())
+    ex["created"] = _now_iso(ex.get("created"))
     ex.setdefault("source", "run")
     ex.setdefault("version", __version__)
     if ex.get("buffer") is not None and not ex.get("buffer_sha256"):
