@@ -1,0 +1,67 @@
+"""Keep llama.cpp's C logging off the user's terminal.
+
+llama.cpp logs through a callback (which llama-cpp-python routes to stderr
+even with verbose=False) and, during backend and model load, some messages go
+straight to fd 2. We install a no-op callback and point fd 2 at /dev/null
+around the import and the load. `--verbose` / LIMNER_VERBOSE=1 lets it all through.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+import threading
+
+_callback = None  # keep a reference: ctypes callbacks must outlive their use
+_fd_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def stderr_silenced(enabled: bool = True):
+    """Point fd 2 at /dev/null for the block (C code writes there directly)."""
+    if not enabled:
+        yield
+        return
+    with _fd_lock:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+
+def import_llama(verbose: bool = False):
+    """Import llama_cpp with its log callback replaced by a no-op (unless verbose)."""
+    global _callback
+    with stderr_silenced(not verbose):
+        import llama_cpp
+    if not verbose and _callback is None:
+        @llama_cpp.llama_log_callback
+        def _drop(level, text, user_data):  # noqa: ARG001
+            return None
+
+        _callback = _drop
+        llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+    return llama_cpp
+
+
+def load_llama(path: str, *, verbose: bool = False, **kwargs):
+    llama_cpp = import_llama(verbose)
+    with stderr_silenced(not verbose):
+        llm = llama_cpp.Llama(
+            model_path=path, verbose=verbose,
+            # Full-size sliding-window cache: without it llama.cpp cannot trim a
+            # SWA model's (Gemma 3's) KV to a common prefix and re-reads everything.
+            swa_full=True,
+            **kwargs,
+        )
+    if not verbose:
+        # Llama() re-installed llama-cpp-python's own logger; put ours back.
+        llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+    return llm
