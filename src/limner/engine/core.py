@@ -159,6 +159,8 @@ class Engine:
             yield from self._run(job, cancel)
         except registry.ModelError as e:
             yield Failure("model", e.message, e.hint)
+        except ParamError as e:
+            yield Failure("params", str(e), "Fix the `!:` line: it takes a number.")
         except prompts.TemplateError as e:
             yield Failure("template", str(e), "Use a completion buffer, or a model with a working chat template.")
         except Exception as e:  # noqa: BLE001 - a bad job must not take the engine down
@@ -182,8 +184,10 @@ class Engine:
         from limner.engine import gguf
 
         trained = gguf.context_length(meta) or CTX_CAP
-        n_ctx = int(params.get("n_ctx") or self.n_ctx or min(trained, CTX_CAP))
-        n_batch = int(params.get("n_batch") or self.n_batch)
+        n_ctx = _num(params, "n_ctx", 0, int) or self.n_ctx or min(trained, CTX_CAP)
+        n_batch = _num(params, "n_batch", 0, int) or self.n_batch
+        if n_ctx < 16 or n_batch < 1:
+            raise ParamError(f"n_ctx {n_ctx} / n_batch {n_batch} is too small")
         key = (os.path.realpath(path), n_ctx, n_batch)
         if key in self._models:
             self._models.move_to_end(key)
@@ -236,7 +240,7 @@ class Engine:
         p = dict(job.params or {})
         m, fresh = self._get(job.model, job.mode, p)
         llm = m.llm
-        n_threads = int(p.get("n_threads") or self.n_threads)
+        n_threads = _num(p, "n_threads", self.n_threads, int) or self.n_threads
         llama_cpp.llama_set_n_threads(llm.ctx, n_threads, n_threads)
 
         tokens = self._prompt_tokens(m, job)
@@ -246,8 +250,9 @@ class Engine:
             yield Failure("context", f"the prompt is {len(tokens)} tokens; the context holds {m.n_ctx}",
                           "Shorten the buffer, or raise the context with `!:n_ctx N`.")
             return
-        max_tokens = p.get("max_tokens", p.get("n_predict", DEFAULT_MAX_TOKENS))
-        max_tokens = int(max_tokens) if max_tokens is not None and int(max_tokens) >= 0 else DEFAULT_MAX_TOKENS
+        max_tokens = _num(p, "max_tokens", _num(p, "n_predict", DEFAULT_MAX_TOKENS, int), int)
+        if max_tokens < 0:  # llama.cpp's n_predict -1: "until the context is full"
+            max_tokens = m.n_ctx
         room = m.n_ctx - len(tokens)
         limit = min(max_tokens, room)
 
@@ -270,14 +275,14 @@ class Engine:
 
         llm = m.llm
         if p.get("seed") is not None:
-            llm.set_seed(int(p["seed"]) & 0xFFFFFFFF)
-        temp = float(p.get("temperature", p.get("temp", 0.8)))
+            llm.set_seed(_num(p, "seed", 0, int) & 0xFFFFFFFF)
         sampler = llm._init_sampler(
-            top_k=int(p.get("top_k", 40)), top_p=float(p.get("top_p", 0.95)),
-            min_p=float(p.get("min_p", 0.05)), typical_p=float(p.get("typical_p", 1.0)),
-            temp=temp, repeat_penalty=float(p.get("repeat_penalty", 1.0)),
-            frequency_penalty=float(p.get("frequency_penalty", 0.0)),
-            presence_penalty=float(p.get("presence_penalty", 0.0)),
+            top_k=_num(p, "top_k", 40, int), top_p=_num(p, "top_p", 0.95),
+            min_p=_num(p, "min_p", 0.05), typical_p=_num(p, "typical_p", 1.0),
+            temp=_num(p, "temperature", _num(p, "temp", 0.8)),
+            repeat_penalty=_num(p, "repeat_penalty", 1.0),
+            frequency_penalty=_num(p, "frequency_penalty", 0.0),
+            presence_penalty=_num(p, "presence_penalty", 0.0),
         )
         stops = p.get("stop") or []
         scanner = prompts.StopScanner([stops] if isinstance(stops, str) else list(stops))
@@ -335,7 +340,7 @@ class Engine:
                 reason = getattr(stopper, "reason", reason)
         t2 = time.perf_counter()
         self.cache.remember(m.path, llm)
-        extra = {"model": m.name, "n_ctx": m.n_ctx, "n_threads": int(p.get("n_threads") or self.n_threads)}
+        extra = {"model": m.name, "n_ctx": m.n_ctx, "n_threads": _num(p, "n_threads", self.n_threads, int) or self.n_threads}
         if load_s is not None:
             extra["load_ms"] = round(load_s * 1000, 1)
         if reason == "length" and limit < max_tokens:
@@ -347,6 +352,23 @@ class Engine:
             yield Failure("cancelled", "generation was cancelled")
         else:
             yield Stopped(reason)
+
+
+class ParamError(ValueError):
+    pass
+
+
+def _num(params: dict, key: str, default, cast=float):
+    """params[key] as a number, or default when absent; ParamError when it is not one."""
+    value = params.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ParamError(f"{key} must be a number, not {value!r}")
+    try:
+        return cast(float(value)) if cast is int else cast(value)
+    except (TypeError, ValueError):
+        raise ParamError(f"{key} must be a number, not {value!r}") from None
 
 
 class _PieceReader:
