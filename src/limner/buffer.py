@@ -1,0 +1,559 @@
+"""The buffer language: text with `!` directives -> one Request.
+
+The semantics are Illume's (illume.go), line for line, so a buffer that
+works with Illume builds the same request here; docs/language.md lists the
+few places limner deliberately differs. The DIRECTIVES table below is the
+language's spec: the parser dispatches through it, and `limner check`
+(lint.py) and `limner check --directives` read it too.
+
+Pure apart from reading `!context`/`!reddit`/`!github` files and profiles.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from limner import context, profiles
+from limner.errors import BufferError
+from limner.request import CHAT, COMPLETION, FIM, INFILL, INVALID_URL, Message, Request
+
+BACKENDS = ("openai", "llamacpp", "anthropic", "embedded")  # see backends/__init__.py
+
+
+@dataclass(frozen=True)
+class Directive:
+    name: str  # "!user"; for prefix directives the prefix: "!:", "!>", "!!"
+    usage: str
+    doc: str
+    handler: str  # method of _Parser
+    origin: str = "illume"  # "limner" marks our additions
+    prefix: bool = False
+
+
+DIRECTIVES: tuple[Directive, ...] = (
+    Directive("!user", "!user", "the lines below are a user message", "on_role"),
+    Directive("!assistant", "!assistant", "the lines below are an assistant message", "on_role"),
+    Directive("!completion", "!completion", "completion mode: the model continues the text", "on_completion"),
+    Directive("!infill", "!infill [TEMPLATE]", "alone: the hole to fill here; with TEMPLATE: how to build the FIM prompt from {prefix} and {suffix}", "on_infill"),
+    Directive("!profile", "!profile NAME", "load a profile: built-in, a file path (has a slash), or NAME.profile in the config dir", "on_profile"),
+    Directive("!api", "!api URL", 'the API base URL; {key} is filled from !: keys at request time; "quoted" is used literally', "on_api"),
+    Directive("!:", "!:KEY [VALUE]", "set a request body key (JSON if it parses, else a string); no VALUE deletes it", "on_data", prefix=True),
+    Directive("!>", "!>HEADER [VALUE]", "set an HTTP header ($VAR and ${VAR} expand); no VALUE deletes it", "on_header", prefix=True),
+    Directive("!context", "!context FILE | DIR SUFFIX...", "insert a file, or every file under DIR ending in a SUFFIX", "on_context"),
+    Directive("!reddit", "!reddit FILE", "insert a reddit thread (its .json) with threaded comments", "on_reddit"),
+    Directive("!reddit!", "!reddit! FILE", "insert a reddit post (its .json) without comments", "on_reddit"),
+    Directive("!github", "!github ISSUE [COMMENTS...]", "insert a GitHub issue and its comments (API JSON files)", "on_github"),
+    Directive("!note", "!note TEXT", "a comment: never sent", "on_nothing"),
+    Directive("!begin", "!begin", "discard the messages above (directives above still count)", "on_begin"),
+    Directive("!end", "!end", "ignore the rest of the buffer", "on_end"),
+    Directive("!!", "!!TEXT", "escape: send the line as !TEXT", "on_nothing", prefix=True),
+    Directive("!prepend", "!prepend STRING", 'prefix every reply with STRING ("quoted": JSON escapes decoded)', "on_prepend"),
+    Directive("!exclude", "!exclude TAG", "leave out lines between <TAG> and </TAG> lines (e.g. think)", "on_exclude"),
+    Directive("!debug", "!debug", "dry run: print the HTTP request instead of sending it", "on_flag"),
+    Directive("!stats", "!stats", "after the reply, add a !note with token counts and speeds", "on_flag"),
+    Directive("!gpt-oss", "!gpt-oss", "handle GPT-OSS channel tokens (analysis -> <think>)", "on_flag"),
+    Directive("!error", "!error", "an error block from a previous run: skipped up to the next directive", "on_error"),
+    Directive("!backend", "!backend NAME", f"the protocol to speak: {' | '.join(BACKENDS)}", "on_backend", "limner"),
+    Directive("!nolog", "!nolog", "do not record this exchange in the log", "on_flag", "limner"),
+    Directive("!check", "!check", "run code checks (syntax, imports, security) on the reply", "on_flag", "limner"),
+    Directive("!test", "!test CMD", "run CMD to verify the reply's code", "on_test", "limner"),
+    Directive("!repair", "!repair N", "on failed checks or tests, ask the model to fix it up to N times", "on_repair", "limner"),
+    Directive("!lang", "!lang NAME", "the source language of an !infill buffer (for the syntax-aware stop)", "on_lang", "limner"),
+)
+_BY_NAME = {d.name: d for d in DIRECTIVES if not d.prefix}
+_FLAGS = {"!debug": "debug", "!stats": "stats", "!gpt-oss": "gpt_oss", "!nolog": "nolog", "!check": "checks"}
+
+
+def lookup(command: str) -> Directive | None:
+    """The directive a line's first word names, or None if it is text."""
+    d = _BY_NAME.get(command)
+    if d is None and len(command) > 2 and command[:2] in ("!:", "!>"):
+        d = next(x for x in DIRECTIVES if x.name == command[:2])
+    return d
+
+
+def suggest(command: str) -> str:
+    """" (did you mean !user?)" for a near miss, else ""."""
+    close = difflib.get_close_matches(command, list(_BY_NAME), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+# -- Go's text rules, so arguments split and trim exactly as in Illume --------
+
+# unicode.IsSpace: narrower than str.isspace (no \x1c-\x1f).
+_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_GO_FIELDS = re.compile(f"[{_GO_SPACE}]+")
+
+
+def go_trim_space(s: str) -> str:
+    return s.strip(_GO_SPACE)
+
+
+def go_fields(s: str) -> list[str]:
+    return [f for f in _GO_FIELDS.split(s) if f]
+
+
+_SHELL_SPECIAL = set("*#$@!?-0123456789")
+_ENV_NAME = re.compile(r"[A-Za-z0-9_]*")
+
+
+def go_expand_env(s: str, env: Mapping[str, str]) -> str:
+    """os.ExpandEnv: $VAR and ${VAR}; unset is empty; bad ${ syntax is eaten."""
+    out, i = [], 0
+    while True:
+        j = s.find("$", i)
+        if j < 0 or j + 1 >= len(s):
+            out.append(s[i:])
+            return "".join(out)
+        out.append(s[i:j])
+        rest = s[j + 1 :]
+        if rest[0] == "{":
+            if len(rest) > 2 and rest[1] in _SHELL_SPECIAL and rest[2] == "}":
+                name, width = rest[1], 3
+            else:
+                close = rest.find("}")
+                name, width = (rest[1:close], close + 1) if close > 1 else ("", 2 if close == 1 else 1)
+        elif rest[0] in _SHELL_SPECIAL:
+            name, width = rest[0], 1
+        else:
+            name = _ENV_NAME.match(rest).group()
+            width = len(name)
+        if name:
+            out.append(env.get(name, ""))
+        elif width == 0:
+            out.append("$")  # "$" before a non-name stays as it is
+        i = j + 1 + width
+
+
+def env_names(s: str) -> list[str]:
+    """The variable names go_expand_env would look up in s."""
+    seen: list[str] = []
+    go_expand_env(s, _Recorder(seen))
+    return seen
+
+
+class _Recorder(dict):
+    def __init__(self, seen: list[str]):
+        super().__init__()
+        self.seen = seen
+
+    def get(self, key, default=None):  # noqa: D102
+        self.seen.append(key)
+        return ""
+
+
+def _go_number(text: str, value: float | int):
+    # Go decodes every JSON number as a float64: huge integers lose
+    # precision and out-of-range numbers are an error (then Illume sends the
+    # raw text as a string).
+    f = float(text)
+    if f in (float("inf"), float("-inf")):
+        raise ValueError("out of range")
+    if isinstance(value, int):
+        if text == "-0":
+            return -0.0
+        return value if abs(value) <= 2**53 else f
+    return f
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _fix_surrogates(v):
+    # Go's decoder turns an unpaired \ud800 escape into U+FFFD.
+    if isinstance(v, str):
+        return _LONE_SURROGATE.sub("\ufffd", v)
+    if isinstance(v, list):
+        return [_fix_surrogates(x) for x in v]
+    if isinstance(v, dict):
+        return {_fix_surrogates(k): _fix_surrogates(x) for k, x in v.items()}
+    return v
+
+
+def go_json(text: str) -> tuple[bool, object]:
+    """Decode like Go's json.Unmarshal into interface{}: (ok, value)."""
+    try:
+        v = json.loads(
+            text,
+            parse_int=lambda t: _go_number(t, int(t)),
+            parse_float=lambda t: _go_number(t, float(t)),
+            parse_constant=_no_constant,
+        )
+    except (ValueError, RecursionError):
+        return False, None
+    return True, _fix_surrogates(v) if "\\u" in text else v
+
+
+def template_keys(template: str) -> tuple[list[str], bool]:
+    """The {key}s in a URL or FIM template, and whether every { is closed."""
+    keys, rest = [], template
+    while "{" in rest:
+        _, _, rest = rest.partition("{")
+        key, closed, rest = rest.partition("}")
+        if not closed:
+            return keys, False
+        keys.append(key)
+    return keys, True
+
+
+def interpolate(template: str, values: Mapping[str, object]) -> str:
+    """Illume's {key} filling: strings go in raw, other values as JSON."""
+    out, rest = [], template
+    while True:
+        pre, brace, rest = rest.partition("{")
+        out.append(pre)
+        if not brace:
+            return "".join(out)
+        key, closed, rest = rest.partition("}")
+        if not closed:
+            raise KeyError("unmatched '{'")
+        if key not in values:
+            raise KeyError(f"missing key: {key}")
+        v = values[key]
+        out.append(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, separators=(",", ":")))
+
+
+# -- the parser ----------------------------------------------------------------
+
+
+@dataclass
+class Issue:
+    """One problem `limner check` reports."""
+
+    line: int
+    message: str
+    severity: str = "error"  # "error" | "warning"
+    hint: str = ""
+
+
+@dataclass
+class _At:
+    line: int  # buffer line to blame (for a profile: the !profile line that loaded it)
+    depth: int  # 0 = the buffer itself
+    where: str  # "" for the buffer, else "profile 'x' line 3: "
+    command: str = ""
+
+
+class _Stop(Exception):
+    """`!end`: ignore the rest of this text."""
+
+
+class _Parser:
+    def __init__(self, env, cwd, config, issues: list[Issue] | None):
+        self.env, self.cwd, self.config = env, cwd, config
+        self.issues = issues  # None: raise on the first problem
+        self.req = Request()
+        self.chain: list[tuple[str, str]] = []  # (name, identity) of profiles being loaded
+        self.excluding = False
+        self.template_line = 0
+        self.holes: list[int] = []
+        self._new_builder()
+
+    # Errors: raised, or collected for `limner check`.
+    def fail(self, at: _At, message: str, hint: str = "", severity: str = "error") -> None:
+        if self.issues is None:
+            raise BufferError(at.where + message, hint, at.line)
+        self.issues.append(Issue(at.line, at.where + message, severity, hint))
+
+    # Message building, as Illume's Builder: text accumulates until a role
+    # line; then it becomes one message unless it is blank.
+    def _new_builder(self) -> None:
+        self.messages: list[Message] = []
+        self.role = ""
+        self.content: list[str] = []
+        self.first_line = 0
+
+    def add(self, text: str, line: int) -> None:
+        self.content.append(text)
+        if not self.first_line and text.strip("\r\n"):
+            self.first_line = line
+
+    def next_message(self, role: str) -> None:
+        content = "".join(self.content).strip("\r\n")
+        if content:
+            self.messages.append(Message(self.role or "system", content, self.first_line))
+        self.role, self.content, self.first_line = role, [], 0
+
+    def load(self, text: str, depth: int, origin: int = 0, name: str = "") -> None:
+        lines = text.split("\n")
+        if text.endswith("\n"):
+            lines.pop()
+        elif not text:
+            lines = []
+        skipping_error = False
+        for lineno, raw in enumerate(lines, 1):
+            # Illume splits at "\n" only; limner also accepts CRLF directives.
+            line = raw[:-1] if raw.endswith("\r") else raw
+            at = _At(lineno, 0, "") if depth == 0 else _At(origin, depth, f"profile {name!r} line {lineno}: ")
+            tag = self.req.exclude
+            if tag:
+                if self.excluding:
+                    self.excluding = line != f"</{tag}>"
+                    continue
+                if line == f"<{tag}>":
+                    self.excluding = True
+                    continue
+            command, _, args = line.partition(" ")
+            d = None if line.startswith("!!") else lookup(command)
+            if skipping_error and d is None:
+                continue
+            skipping_error = False
+            if line.startswith("!!"):
+                self.add(raw[1:] + "\n", at.line)
+                continue
+            if d is None:
+                if line.startswith("!") and self.issues is not None:
+                    self.fail(at, f"unknown directive {command}{suggest(command)}; it is sent as text",
+                              "Write !! at the start of the line to send a literal !.")
+                self.add(raw + "\n", at.line)
+                continue
+            if d.name == "!error":
+                skipping_error = True
+                continue
+            at.command = command
+            try:
+                getattr(self, d.handler)(args, at)
+            except _Stop:
+                return
+            except BufferError as e:  # from profiles.py / context.py: add the line
+                self.fail(at, e.message, e.hint)
+
+    # -- handlers: one per table row --------------------------------------
+
+    def on_role(self, args, at):
+        self.next_message(at.command[1:])
+
+    def on_completion(self, args, at):
+        self.req.mode = COMPLETION
+
+    def on_infill(self, args, at):
+        if args:  # a template: stored, does not start infill by itself
+            self.req.fim_template = args
+            self.template_line = at.line
+            return
+        self.req.mode = FIM if self.req.fim_template else INFILL
+        self.holes.append(at.line)
+        self.next_message("infill")
+
+    def on_profile(self, args, at):
+        name = go_trim_space(args)
+        if len(self.chain) >= profiles.MAX_DEPTH:
+            trail = " -> ".join(n for n, _ in self.chain)
+            return self.fail(at, f"profiles nested deeper than {profiles.MAX_DEPTH}: {trail} -> {name}",
+                             "A profile probably loads itself through a cycle.")
+        text, source = profiles.resolve(name, cwd=self.cwd, config=self.config)
+        identity = name if source == "built-in" else os.path.realpath(source)
+        if any(identity == i for _, i in self.chain):
+            trail = " -> ".join([n for n, _ in self.chain] + [name])
+            return self.fail(at, f"profile recursion: {trail}", "Remove the !profile line that closes the loop.")
+        self.req.profile = name
+        self.req.profiles.append(name)
+        self.chain.append((name, identity))
+        try:
+            self.load(text, at.depth + 1, at.line, name)
+        finally:
+            self.chain.pop()
+
+    def on_api(self, args, at):
+        url = go_trim_space(args)
+        if not url:
+            return self.fail(at, "!api needs a URL", "e.g. !api http://localhost:8080/")
+        # The buffer always wins; a profile only fills a URL not yet set.
+        if self.req.api == INVALID_URL or at.depth == 0:
+            self.req.api, self.req.api_line = url, at.line
+
+    def on_data(self, args, at):
+        key = at.command[2:]
+        if at.depth > 0 and key in self.req.user_set:
+            return  # the buffer's own setting wins over any profile
+        value = go_trim_space(args)
+        if not value:
+            self.req.data.pop(key, None)
+        else:
+            ok, parsed = go_json(value)
+            self.req.data[key] = parsed if ok else value
+            if not ok and self.issues is not None and (value[0] in '{["-' or value[0].isdigit()):
+                self.fail(at, f"!:{key} looks like JSON but does not parse; it will be sent as a string",
+                          'Fix the JSON, or wrap the value in quotes to send it as a string: "..."')
+        if at.depth == 0:
+            self.req.user_set.add(key)
+
+    def on_header(self, args, at):
+        key, value = at.command[2:], go_trim_space(args)
+        if not value:
+            self.req.headers.pop(key, None)
+            return
+        self.req.headers[key] = go_expand_env(value, self.env)
+        if self.issues is not None:
+            for var in env_names(value):
+                if var not in self.env:
+                    self.fail(at, f"${var} is not set, so header {key} gets an empty value there",
+                              f"export {var}=... before running limner", "warning")
+
+    def on_context(self, args, at):
+        for f in context.include(go_fields(args), self.cwd, at.line):
+            self.add(f.block, at.line)
+            self.req.context_files.append(f)
+
+    def on_reddit(self, args, at):
+        self.add(context.reddit(go_trim_space(args), self.cwd, at.command == "!reddit"), at.line)
+
+    def on_github(self, args, at):
+        self.add(context.github(go_fields(args), self.cwd), at.line)
+
+    def on_nothing(self, args, at):
+        pass
+
+    def on_begin(self, args, at):
+        self._new_builder()
+        self.req.context_files.clear()  # their text went with the messages
+
+    def on_end(self, args, at):
+        raise _Stop
+
+    def on_prepend(self, args, at):
+        if len(args) > 1 and args[0] == '"':
+            ok, value = go_json(args)
+            if ok and isinstance(value, str):
+                args = value
+        self.req.prepend = args
+
+    def on_exclude(self, args, at):
+        self.req.exclude = go_trim_space(args)
+
+    def on_flag(self, args, at):
+        setattr(self.req, _FLAGS[at.command], True)
+
+    def on_backend(self, args, at):
+        name = go_trim_space(args)
+        if name not in BACKENDS:
+            return self.fail(at, f"unknown backend {name!r}", f"Use one of: {', '.join(BACKENDS)}.")
+        if self.req.backend is None or at.depth == 0:  # as !api: the buffer wins
+            self.req.backend = name
+
+    def on_test(self, args, at):
+        self.req.test_cmd = go_trim_space(args) or None
+
+    def on_repair(self, args, at):
+        value = go_trim_space(args)
+        if not value.isascii() or not value.isdigit():
+            return self.fail(at, f"!repair needs a whole number of rounds, not {value!r}", "e.g. !repair 2")
+        self.req.repair_rounds = int(value)
+
+    def on_lang(self, args, at):
+        self.req.language = go_trim_space(args) or None
+
+    # -- after the text: default profile, then the mode's fields --------------
+
+    def default_profile(self, name: str, why: str) -> None:
+        at = _At(0, 1, f"default profile {name!r} ({why}): ")
+        try:
+            self.on_profile(name, at)
+        except BufferError as e:
+            self.fail(at, e.message, e.hint)
+
+    def finish(self) -> Request:
+        req = self.req
+        self.next_message("")
+        msgs = self.messages
+        if req.mode == CHAT:
+            if not msgs:
+                self.fail(_At(0, 0, ""), "nothing to send: add a !user line, then your message below it")
+            req.messages = msgs
+        elif req.mode == COMPLETION:
+            if not msgs:
+                self.fail(_At(0, 0, ""), "nothing to send: !completion needs text for the model to continue")
+            req.messages = msgs[:1]
+            req.prompt = msgs[0].content if msgs else ""
+        else:
+            req.infill_line = self.holes[0]
+            if not msgs or msgs[0].role == "infill":
+                self.fail(_At(req.infill_line, 0, ""), "nothing before !infill: the model needs the code above the hole")
+            req.messages = msgs[:2]
+            req.prefix = (msgs[0].content + "\n") if msgs else "\n"
+            req.suffix = "\n" + msgs[1].content if len(msgs) > 1 else ""
+            if req.mode == FIM:
+                try:
+                    req.prompt = interpolate(req.fim_template or "", {"prefix": req.prefix, "suffix": req.suffix})
+                except KeyError as e:
+                    self.fail(_At(self.template_line, 0, ""), f"!infill template: {e.args[0]}",
+                              "A FIM template may use only {prefix} and {suffix}.")
+        if self.issues is not None:
+            self._lint_templates()
+        return req
+
+    def _lint_templates(self) -> None:
+        req = self.req
+        keys, closed = template_keys(req.api)
+        for key in keys:
+            if key not in req.data:
+                self.fail(_At(req.api_line, 0, ""), f"!api uses {{{key}}} but no !:{key} sets it",
+                          f"Add `!:{key} VALUE`, or remove {{{key}}} from the URL.")
+        if not closed:
+            self.fail(_At(req.api_line, 0, ""), "!api has a { without a closing }")
+        if req.fim_template and req.mode != FIM:
+            keys, closed = template_keys(req.fim_template)
+            for key in keys:
+                if key not in ("prefix", "suffix"):
+                    self.fail(_At(self.template_line, 0, ""), f"!infill template uses {{{key}}}; only {{prefix}} and {{suffix}} exist")
+            if not closed:
+                self.fail(_At(self.template_line, 0, ""), "!infill template has a { without a closing }")
+        for extra in self.holes[1:]:
+            self.fail(_At(extra, 0, ""), f"a second !infill hole (the first is at line {self.holes[0]}); "
+                      "only the text up to the next one is the suffix", severity="warning")
+
+
+def _run(text, env, cwd, default_profile, config_dir, issues) -> Request:
+    env = os.environ if env is None else env
+    p = _Parser(env, cwd or os.getcwd(), config_dir or profiles.config_dir(env), issues)
+    p.req.text = text
+    p.load(text, 0)
+    if p.req.profile is None:  # Illume loads the default after the buffer
+        if default_profile:
+            p.default_profile(default_profile, "--profile")
+        elif env.get("LIMNER_PROFILE"):
+            p.default_profile(env["LIMNER_PROFILE"], "$LIMNER_PROFILE")
+        else:
+            p.default_profile(profiles.DEFAULT, "built-in default")
+    return p.finish()
+
+
+def parse(
+    text: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    default_profile: str | None = None,
+    config_dir: str | None = None,
+) -> Request:
+    """Turn a buffer into a Request. Raises BufferError with the 1-based line."""
+    return _run(text, env, cwd, default_profile, config_dir, None)
+
+
+def check(
+    text: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    default_profile: str | None = None,
+    config_dir: str | None = None,
+) -> list[Issue]:
+    """Every problem parse() would raise, plus lint-only ones; sorted by line."""
+    issues: list[Issue] = []
+    _run(text, env, cwd, default_profile, config_dir, issues)
+    return sorted(issues, key=lambda i: i.line)
+
+
+def directive_table() -> str:
+    """The language at a glance, for `limner check --directives`."""
+    width = max(len(d.usage) for d in DIRECTIVES)
+    rows = [f"{d.usage.ljust(width)}  {d.doc}{'  [limner]' if d.origin == 'limner' else ''}" for d in DIRECTIVES]
+    return "\n".join(rows) + "\n"
