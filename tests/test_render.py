@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 
 from limner import render
+from limner.backends.base import Ordered
 from limner.events import Failure, Stopped, Text, Usage
 from limner.request import HttpCall, Request
 
@@ -117,7 +118,8 @@ def test_debug_format_masks_secrets_in_order():
         headers={"content-type": "application/json",
                  "authorization": "Bearer sk-abcdef1234567890",
                  "x-api-key": "sk-ant-0123456789", "x-use-cache": "false"},
-        body={"model": "m", "api_key": "secret-value-123", "stream": True},
+        body={"model": "m", "api_key": "secret-value-123", "stream": True,
+              "messages": [Ordered(role="user", content="hi")]},
     )
     assert render.debug(call) == (
         "\n\nPOST http://h/v1/chat/completions HTTP/1.1\n"
@@ -125,5 +127,6 @@ def test_debug_format_masks_secrets_in_order():
         "authorization: Bearer sk-a****\n"
         "x-api-key: sk-a****\n"
         "x-use-cache: false\n"
-        '\n{"api_key":"secr****","model":"m","stream":true}\n\n'
+        '\n{"api_key":"secr****","messages":[{"role":"user","content":"hi"}],"model":"m",'
+        '"stream":true}\n\n'
     )

@@ -26,6 +26,18 @@ def error_block(message: str, hint: str = "", line: int = 0) -> str:
     return text
 
 
+def _same_shape(original, masked):
+    """masked, with the Ordered (struct-like) objects of original restored."""
+    from limner.backends.base import Ordered
+
+    if isinstance(original, dict) and isinstance(masked, dict):
+        items = [(k, _same_shape(original.get(k), v)) for k, v in masked.items()]
+        return Ordered(items) if isinstance(original, Ordered) else dict(items)
+    if isinstance(original, list) and isinstance(masked, list):
+        return [_same_shape(o, m) for o, m in zip(original, masked)]
+    return masked
+
+
 def debug(call: HttpCall) -> str:
     """Illume's `!debug` output for this call, with secrets masked."""
     from limner import secrets
@@ -34,7 +46,8 @@ def debug(call: HttpCall) -> str:
     lines = [f"\n\n{call.method} {secrets.mask_url(call.url)} HTTP/1.1\n"]
     for key, value in secrets.mask_headers(call.headers).items():
         lines.append(f"{key}: {value}\n")
-    body = encode_go_json(secrets.mask_body(call.body)).decode("utf-8")
+    masked = _same_shape(call.body, secrets.mask_body(call.body))
+    body = encode_go_json(masked).decode("utf-8")
     lines.append(f"\n{body}\n")
     return "".join(lines)
 
