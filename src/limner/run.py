@@ -94,6 +94,10 @@ def main(argv: list[str]) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     outcome = renderer.finish()
+    if req.checks and outcome.text and outcome.status != "cancelled":
+        from limner.checks import after_reply  # lazy: only `!check` buffers pay for it
+
+        after_reply(req, outcome, out)
 
     if not (args.no_log or req.nolog or os.environ.get("LIMNER_NO_LOG")):
         try:
