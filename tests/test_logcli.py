@@ -146,3 +146,76 @@ def test_default_path_follows_xdg(tmp_path):
     p = subprocess.run([sys.executable, "-m", "limner.cli", "logs", "path"],
                        capture_output=True, text=True, env=env, timeout=60)
     assert p.stdout == f"{tmp_path / 'limner' / 'limner.db'}\n"
+
+
+# ------------------------------------------------ end to end: `limner < buffer`
+# These use conftest's fault server (real HTTP on loopback, OpenAI SSE) and
+# run_limner (the real command). conftest turns logging off by default;
+# LIMNER_NO_LOG="" turns it back on.
+
+LOGGING = {"LIMNER_NO_LOG": ""}
+
+
+def _chat(api: str, *lines: str) -> str:
+    return "".join(f"{x}\n" for x in (f"!api {api}", *lines, "!user", "Name a colour."))
+
+
+def test_a_real_exchange_is_logged_ok(run_limner, fault_server, limner_env):
+    import hashlib
+
+    data = limner_env["LIMNER_DATA_DIR"]
+    buf = _chat(fault_server.url("ok"), f"!>Authorization Bearer {KEY}", "!:model tiny")
+    proc = run_limner(buf, env=LOGGING)
+    assert proc.returncode == 0 and "could not log" not in proc.stderr
+    rows = json.loads(logs(data, "--json").stdout)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["status"] == "ok" and row["exit_code"] == 0 and row["stop_reason"] == "stop"
+    assert row["reply"] == "Hello, this is the fault server."
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (17, 8)  # the server's usage
+    assert row["model"] == "tiny" and row["backend"] == "openai" and row["mode"] == "chat"
+    assert row["request_url"] == fault_server.url("ok") + "/chat/completions"
+    assert row["request_headers"]["Authorization"] == "Bearer sk-l****"
+    assert row["request_body"]["messages"] == [{"role": "user", "content": "Name a colour."}]
+    assert row["buffer_sha256"] == hashlib.sha256(buf.encode()).hexdigest()
+    assert row["elapsed_s"] > 0 and row["first_token_s"] is not None
+    # The key went over the wire but never into the log.
+    sent = fault_server.requests[-1][1]
+    assert any(v == f"Bearer {KEY}" for v in sent.values())
+    assert KEY not in logs(data, "show", str(row["id"]), "--json").stdout
+    # --buffer gives back what the editor held after the reply (key masked).
+    again = logs(data, "show", str(row["id"]), "--buffer").stdout
+    assert again == buf.replace(KEY, "sk-l****").rstrip("\n") + proc.stdout + "\n"
+    assert [r["id"] for r in json.loads(logs(data, "search", "fault", "--json").stdout)] == [row["id"]]
+
+
+def test_failures_are_logged_with_their_status(run_limner, fault_server, limner_env):
+    data = limner_env["LIMNER_DATA_DIR"]
+    assert run_limner(_chat(fault_server.url("status:401")), env=LOGGING).returncode != 0
+    assert run_limner(_chat(fault_server.url("disconnect:3")), env=LOGGING).returncode != 0
+    partial, error = json.loads(logs(data, "--json").stdout)
+    assert error["status"] == "error" and error["http_status"] == 401 and error["error_kind"]
+    assert partial["status"] == "partial" and partial["reply"] and partial["error_kind"]
+    assert [r["id"] for r in json.loads(logs(data, "--status", "error", "--json").stdout)] == [
+        error["id"]]
+
+
+def test_nolog_and_no_log_are_not_logged(run_limner, fault_server, limner_env):
+    data = limner_env["LIMNER_DATA_DIR"]
+    assert run_limner(_chat(fault_server.url("ok"), "!nolog"), env=LOGGING).returncode == 0
+    assert run_limner(_chat(fault_server.url("ok")), "--no-log", env=LOGGING).returncode == 0
+    assert run_limner(_chat(fault_server.url("ok")), env={"LIMNER_NO_LOG": "1"}).returncode == 0
+    assert json.loads(logs(data, "--json").stdout) == []
+    assert run_limner(_chat(fault_server.url("ok")), env=LOGGING).returncode == 0
+    assert len(json.loads(logs(data, "--json").stdout)) == 1
+
+
+def test_unwritable_log_keeps_the_reply(run_limner, fault_server, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = run_limner(_chat(fault_server.url("ok")),
+                      env={**LOGGING, "LIMNER_DATA_DIR": str(blocker / "data")})
+    assert proc.returncode == 0
+    assert proc.stdout == "\n\n!assistant\n\nHello, this is the fault server."
+    assert "could not log" in proc.stderr and str(blocker / "data") in proc.stderr
+    no_traceback(proc)
