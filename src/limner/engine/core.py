@@ -93,6 +93,10 @@ class _FairLock:
         with self._cond:
             return max(0, len(self._queue) - 1)
 
+    def busy(self) -> bool:
+        with self._cond:
+            return bool(self._queue)
+
 
 @dataclass
 class _Loaded:
@@ -136,7 +140,7 @@ class Engine:
     def status(self) -> dict:
         return {"loaded": self.loaded(), "cache_entries": len(self.cache),
                 "cache_bytes": self.cache.size, "cache_cap_bytes": self.cache.capacity,
-                "jobs_done": self.jobs_done, "queued": self._lock.waiting(),
+                "jobs_done": self.jobs_done, "busy": self._lock.busy(), "queued": self._lock.waiting(),
                 "n_threads": self.n_threads, "uptime_s": round(time.time() - self.started, 1)}
 
     def load(self, model: str = "", mode: str = "chat", params: dict | None = None) -> float:
