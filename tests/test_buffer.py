@@ -497,3 +497,16 @@ def test_empty_buffer_and_chat_without_messages_are_errors(parse):
 def test_invalid_url_stays_when_nothing_sets_an_api(parse):
     # gemma-3 sets no !api; the backend reports the missing URL, not parse.
     assert parse("!user\nq\n", default_profile="gemma-3").api == INVALID_URL
+
+
+def test_language_doc_lists_every_directive_and_profile():
+    # One spec: the table in buffer.py. The doc must not fall behind it.
+    from pathlib import Path
+
+    from limner import profiles
+
+    doc = (Path(__file__).parent.parent / "docs" / "language.md").read_text()
+    for d in buffer.DIRECTIVES:
+        assert f"`{d.usage.replace('|', chr(92) + '|')}`" in doc, d.usage
+    for name in profiles.BUILTIN:
+        assert f"`{name}`" in doc, name

@@ -76,7 +76,7 @@ def lookup(command: str) -> Directive | None:
 
 
 def suggest(command: str) -> str:
-    """" (did you mean !user?)" for a near miss, else ""."""
+    """A " (did you mean !user?)" note for a near miss, else an empty string."""
     close = difflib.get_close_matches(command, list(_BY_NAME), n=1, cutoff=0.7)
     return f" (did you mean {close[0]}?)" if close else ""
 
@@ -120,6 +120,8 @@ class _Parser:
     # Errors: raised, or collected for `limner check`.
     def fail(self, at: _At, message: str, hint: str = "", severity: str = "error") -> None:
         if self.issues is None:
+            if severity == "warning":
+                return  # warnings are for `limner check` only
             raise BufferError(at.where + message, hint, at.line)
         self.issues.append(Issue(at.line, at.where + message, severity, hint))
 
