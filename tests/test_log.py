@@ -88,6 +88,12 @@ def test_mask_headers_body_url_buffer():
     assert b["api_key"] == "sk-l****" and b["auth"]["accessToken"] == "sk-l****"
     assert b["max_tokens"] == 5 and b["n_keep"] == 3
     assert KEY in b["messages"][0]["content"]  # message text is the user's, untouched
+
+    class Ordered(dict):
+        pass
+
+    kept = secrets.mask_body([Ordered(role="user", api_key=KEY)])[0]
+    assert type(kept) is Ordered and kept == {"role": "user", "api_key": "sk-l****"}
     assert (secrets.mask_url(f"https://u:pw@h/v1?alt=sse&key={GKEY}#x")
             == "https://u:****@h/v1?alt=sse&key=AIza****#x")
     buf = secrets.mask_buffer(f'!>Authorization Bearer {KEY}\n!:api_key "{KEY}"\n'

@@ -87,15 +87,14 @@ def mask_body(obj: Any) -> Any:
     """A deep copy of a JSON-like value with secret-named string fields masked.
 
     Message content is never touched: only values under secret-looking keys.
+    dict subclasses keep their type (the backends' key-ordered `Ordered`).
     """
     if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if isinstance(v, str) and is_secret_name(str(k)):
-                out[k] = mask_value(v)
-            else:
-                out[k] = mask_body(v)
-        return out
+        out = {
+            k: mask_value(v) if isinstance(v, str) and is_secret_name(str(k)) else mask_body(v)
+            for k, v in obj.items()
+        }
+        return out if type(obj) is dict else type(obj)(out)
     if isinstance(obj, list):
         return [mask_body(v) for v in obj]
     return obj
