@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from limner.sandbox import probe, run, run_python
+from limner.sandbox import probe, run_python
 
 pytestmark = pytest.mark.skipif(
     probe().level != "strict", reason="bwrap sandbox unavailable: " + probe().bwrap_error

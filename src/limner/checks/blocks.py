@@ -52,11 +52,33 @@ def _name(info: str, n: int) -> str:
     return m.group(1) if m else f"block {n}"
 
 
+def _languages():
+    """limner.fim.languages (names, extensions, the guess), when installed."""
+    try:
+        from limner.fim import languages
+    except ImportError:
+        return None
+    return languages
+
+
+def canonical(name: str | None) -> str | None:
+    lang = _languages()
+    if lang is not None:
+        return lang.canonical(name)
+    n = (name or "").strip().lower()
+    return {"py": "python", "python3": "python", "js": "javascript", "ts": "typescript"}.get(n, n) or None
+
+
+def from_path(path: str) -> str | None:
+    lang = _languages()
+    if lang is not None:
+        return lang.from_path(path)
+    return "python" if path.endswith((".py", ".pyi")) else None
+
+
 def language_of(tag: str, code: str) -> str | None:
     """A fence tag first (```py), else a guess from the code itself."""
-    from limner.fim import languages
-
-    lang = languages.canonical(tag) if tag else None
+    lang = canonical(tag) if tag else None
     if lang in ("text", "txt", "plain", "console", "shell-session", "output"):
         return None
     if lang:
@@ -67,9 +89,8 @@ def language_of(tag: str, code: str) -> str | None:
 def guess(code: str) -> str | None:
     import ast
 
-    from limner.fim import languages
-
-    lang = languages.guess(code)
+    languages = _languages()
+    lang = languages.guess(code) if languages is not None else None
     if lang is None:
         try:
             ast.parse(code)

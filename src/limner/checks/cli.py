@@ -39,7 +39,6 @@ def main(argv: list[str]) -> int:
         return 0 if e.code == 0 else 2
     from limner.checks import Piece, check_pieces, notes, to_json
     from limner.checks import blocks
-    from limner.fim import languages
 
     if args.file == "-":
         name, raw = "<stdin>", sys.stdin.buffer.read()
@@ -58,12 +57,12 @@ def main(argv: list[str]) -> int:
     if args.python and not os.access(args.python, os.X_OK):
         return _error(f"--python {args.python} is not an executable", "Give the path of a Python interpreter.")
 
-    lang = languages.canonical(args.lang) if args.lang else None
+    lang = blocks.canonical(args.lang) if args.lang else None
     is_markdown = name.endswith((".md", ".markdown")) and lang in (None, "markdown")
     if is_markdown:
         pieces = [Piece(b.code, b.language, b.name, b.line) for b in blocks.fenced(text)]
     else:
-        lang = lang or (languages.from_path(name) if name != "<stdin>" else None) or blocks.guess(text)
+        lang = lang or (blocks.from_path(name) if name != "<stdin>" else None) or blocks.guess(text)
         if lang is None and name == "<stdin>":
             lang = "python"  # the common case; say so with --lang otherwise
         pieces = [Piece(text, lang, name)]

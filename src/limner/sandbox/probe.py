@@ -106,7 +106,7 @@ def _try_bwrap(setting: str, partial: Probe) -> tuple[str | None, str]:
         return None, "running as root without setpriv (util-linux) to drop to a non-root uid"
     # Run exactly the sandbox a real run would get, on `true`: containers often
     # forbid namespaces, and only trying tells.
-    from limner.sandbox.run import bwrap_argv
+    from limner.sandbox.command import bwrap_argv
 
     argv = [path, *bwrap_argv(partial, file_fds={}, tmpfs_mb=1), *_drop_uid(partial), "true"]
     try:
@@ -120,7 +120,7 @@ def _try_bwrap(setting: str, partial: Probe) -> tuple[str | None, str]:
 
 
 def _drop_uid(p: Probe) -> list[str]:
-    from limner.sandbox.run import setpriv_argv
+    from limner.sandbox.command import setpriv_argv
 
     return setpriv_argv(p)
 
