@@ -19,7 +19,9 @@ from collections.abc import Mapping
 
 from limner.errors import BufferError
 
-DEFAULT = "llama.cpp"  # used when the buffer loads no profile (Illume's default)
+# Used when the buffer loads no profile. Illume's is "llama.cpp" (a server on
+# :8080); limner's is the embedded engine, so a fresh install needs no server.
+DEFAULT = "local"
 MAX_DEPTH = 16  # profiles loading profiles: deeper than this is surely a cycle
 
 # FIM templates shared by more than one name.
@@ -123,6 +125,9 @@ BUILTIN: dict[str, tuple[str, ...]] = {
     "vllm": ("!api http://localhost:8000/v1",),
     "sglang": ("!api http://localhost:30000/v1",),
     "ollama": ("!api http://localhost:11434/v1",),
+    # The embedded engine (bundled models, no server). An !api URL, not
+    # !backend, so that a buffer's own !api still wins over this default.
+    "local": ("!api embedded://",),
     # llama-server's own endpoints (/completion, /infill) rather than /v1.
     "llama.cpp-native": (
         "!api http://localhost:8080/",

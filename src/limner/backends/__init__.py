@@ -29,6 +29,8 @@ def choose(req: Request) -> str:
                 f"Use one of: {', '.join(REGISTRY)}.",
             )
         return req.backend
+    if req.api.strip('"').startswith("embedded:"):  # the `local` profile
+        return "embedded"
     if req.mode == INFILL:
         return "llamacpp"  # /infill is llama.cpp's endpoint
     from limner.backends.anthropic import is_anthropic_url
