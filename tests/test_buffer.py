@@ -16,9 +16,13 @@ from limner.request import CHAT, COMPLETION, FIM, INFILL, INVALID_URL
 
 @pytest.fixture
 def parse(tmp_path):
-    """parse() isolated from the host: empty env, cwd and config dir under tmp_path."""
+    """parse() isolated from the host: empty env, cwd and config dir under tmp_path.
+
+    The default profile is pinned to Illume's (llama.cpp): these tests are
+    about Illume's semantics, whatever limner's own default is."""
 
     def run(text, env=None, **kw):
+        kw.setdefault("default_profile", "llama.cpp")
         kw.setdefault("cwd", str(tmp_path))
         kw.setdefault("config_dir", str(tmp_path / "config"))
         return buffer.parse(text, env=env or {}, **kw)

@@ -145,7 +145,10 @@ def _parse(case: Case, tmp_path):
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    return buffer.parse(case.buffer, env=dict(case.env), cwd=str(tmp_path), config_dir=str(tmp_path / "cfg"))
+    # Illume's default profile is llama.cpp; limner's may differ, so say it.
+    default = None if "LIMNER_PROFILE" in case.env else "llama.cpp"
+    return buffer.parse(case.buffer, env=dict(case.env), cwd=str(tmp_path),
+                        config_dir=str(tmp_path / "cfg"), default_profile=default)
 
 
 def _same_numbers(a, b):
@@ -188,7 +191,7 @@ def test_debug_output_of_the_real_command_matches_illume(tmp_path):
     case = CASES[0]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIMNER_", "XDG_"))}
     env["XDG_CONFIG_HOME"] = str(tmp_path)
-    p = subprocess.run([sys.executable, "-m", "limner.cli", "--no-log"], input=("!debug\n" + case.buffer).encode(),
+    p = subprocess.run([sys.executable, "-m", "limner.cli", "--no-log", "--profile", "llama.cpp"], input=("!debug\n" + case.buffer).encode(),
                        capture_output=True, env=env, cwd=tmp_path, timeout=30)
     assert p.returncode == 0, p.stdout
     assert p.stdout.decode() == f"\n\nPOST {case.url} HTTP/1.1\ncontent-type: application/json\n\n{case.body}\n\n"

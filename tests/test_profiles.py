@@ -27,7 +27,8 @@ def parse(tmp_path):
 
 
 def test_every_illume_builtin_and_addition_exists():
-    assert ILLUME_NAMES | LIMNER_NAMES == set(profiles.BUILTIN)
+    assert ILLUME_NAMES | LIMNER_NAMES <= set(profiles.BUILTIN)
+    assert profiles.DEFAULT in profiles.BUILTIN
 
 
 def test_every_builtin_parses_on_its_own(parse):
@@ -169,17 +170,17 @@ def test_profiles_nested_too_deep(parse, tmp_path):
         parse("!profile ./p0.profile\n!user\nq\n")
 
 
-def test_default_profile_order_flag_then_env_then_llama_cpp(parse):
-    assert parse("!user\nq\n").profile == "llama.cpp"
+def test_default_profile_order_flag_then_env_then_builtin_default(parse):
+    assert parse("!user\nq\n").profile == profiles.DEFAULT
     assert parse("!user\nq\n", {"LIMNER_PROFILE": "gemma-3"}).profile == "gemma-3"
     assert parse("!user\nq\n", {"LIMNER_PROFILE": "gemma-3"}, default_profile="openai").profile == "openai"
 
 
 def test_default_profile_loads_after_the_buffer_and_only_without_one(parse):
-    req = parse("!api http://mine/\n!:stop []\n!user\nq\n")
+    req = parse("!api http://mine/\n!:stop []\n!user\nq\n", {"LIMNER_PROFILE": "llama.cpp"})
     assert req.api == "http://mine/" and req.data["stop"] == []  # buffer wins
     assert req.data["cache_prompt"] is True  # but the default still loaded
-    req = parse("!profile gemma-3\n!user\nq\n")
+    req = parse("!profile gemma-3\n!user\nq\n", {"LIMNER_PROFILE": "llama.cpp"})
     assert req.profiles == ["gemma-3"] and "cache_prompt" not in req.data
 
 
