@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine_support import shared_data_dir as _shared  # noqa: E402
 from gguf_writer import write_gguf  # noqa: E402
 
 from limner.engine import gguf, models  # noqa: E402
@@ -25,7 +26,7 @@ LIMNER = ROOT / ".venv" / "bin" / "limner"
 @pytest.fixture(scope="session")
 def shared_data_dir(tmp_path_factory):
     """One data dir for the session, so Gemma is assembled only once."""
-    return tmp_path_factory.mktemp("limner-data")
+    return _shared(tmp_path_factory)
 
 
 @pytest.fixture
