@@ -139,6 +139,11 @@ def run(
             os.close(fd)
         fds = []
         out, err, truncated = _communicate(proc, stdin, limits, cg)
+        rc = proc.returncode
+        stderr = err.decode("utf-8", "replace")
+        limits.hits.extend(_exit_reasons(rc, stderr, level, killed_by_us=bool(limits.hits)))
+        if cg and cgroup.forks_refused(cg):
+            limits.hits.append("processes")
     finally:
         for fd in fds:
             os.close(fd)
@@ -146,13 +151,8 @@ def run(
             import shutil
 
             shutil.rmtree(hostdir, ignore_errors=True)
-    rc = proc.returncode
-    stderr = err.decode("utf-8", "replace")
-    limits.hits.extend(_exit_reasons(rc, stderr, level, killed_by_us=bool(limits.hits)))
-    if cg:
-        if cgroup.forks_refused(cg):
-            limits.hits.append("processes")
-        cgroup.remove(cg)
+        if cg:
+            cgroup.remove(cg)  # also when Popen itself failed
     return Result(
         returncode=rc,
         stdout=out.decode("utf-8", "replace"),
