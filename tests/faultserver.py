@@ -52,6 +52,9 @@ def openai_chunk(text: str, chat: bool, finish: str | None = None) -> dict:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Each event is its own small write; without TCP_NODELAY, Nagle plus the
+    # client's delayed ACK adds ~40 ms stalls that no real server has.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):  # keep test output clean
         pass
@@ -253,6 +256,13 @@ class FaultServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.requests: list[tuple[str, dict, bytes]] = []
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def handle_error(self, request, client_address):
+        # A client hanging up (Ctrl-C tests, close()) is expected, not news.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
     @property
     def base(self) -> str:

@@ -53,7 +53,7 @@ def test_completion_against_real_server(run_limner, llama_server):
 
 @pytest.mark.server
 def test_debug_prints_the_exact_request_and_sends_nothing(run_limner, llama_server):
-    proc = run_limner(chat_buffer(llama_server, "!debug", "!:max_tokens 8",
+    proc = run_limner(chat_buffer(llama_server, "!profile llama.cpp", "!debug", "!:max_tokens 8",
                                   "!>authorization Bearer sk-secret-123456789"))
     assert proc.returncode == 0
     head, body = proc.stdout.split("\n\n{", 1)
@@ -62,7 +62,7 @@ def test_debug_prints_the_exact_request_and_sends_nothing(run_limner, llama_serv
         "content-type: application/json", "authorization: Bearer sk-s****"]
     body = "{" + body
     assert body.endswith("\n\n") and "sk-secret" not in body
-    # The default llama.cpp profile adds cache_prompt and stop, as in Illume.
+    # The llama.cpp profile adds cache_prompt and stop; the buffer's !api wins.
     expected = {"cache_prompt": True, "max_tokens": 8, "stop": ["<|im_end|>"], "stream": True,
                 "messages": [{"role": "user", "content": "Name a colour."}]}
     assert json.loads(body) == expected

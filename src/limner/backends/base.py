@@ -13,6 +13,7 @@ import codecs
 import json
 import os
 import re
+import sys
 from decimal import Decimal
 from typing import Any, Iterator
 
@@ -190,6 +191,21 @@ def timeouts() -> tuple[float, float]:
     )
 
 
+def load_httpx():
+    """httpx, imported without its command-line tool.
+
+    httpx's __init__ imports httpx._main (rich, click, pygments) whenever
+    those happen to be installed: about 0.25 s on every `limner` start. A
+    None in sys.modules makes that optional import fail at once, exactly as
+    when they are absent; httpx then goes without its CLI, which we never use.
+    """
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)
+    import httpx
+
+    return httpx
+
+
 # ---------------------------------------------------------------- usage
 
 
@@ -299,15 +315,19 @@ class HttpAdapter:
     # -- the loop
 
     def _stream(self) -> Iterator[Event]:
-        import httpx
-
         from limner.backends import errormap
 
+        httpx = load_httpx()
         call = self.describe()
         payload = encode_go_json(call.body)
         connect, read = timeouts()
+        # Loading the CA bundle costs 50-90 ms per client; plain http:// needs
+        # none. Redirects are then not followed: one could lead to https
+        # without verification (a 3xx becomes an !error naming the target).
+        plain = call.url.lower().startswith("http://")
         self._client = httpx.Client(
-            timeout=httpx.Timeout(read, connect=connect), follow_redirects=True
+            timeout=httpx.Timeout(read, connect=connect),
+            verify=not plain, follow_redirects=not plain,
         )
         request = self._client.build_request(
             call.method, call.url, content=payload, headers=call.headers
@@ -319,7 +339,7 @@ class HttpAdapter:
                 raw += piece
                 if len(raw) >= ERROR_BODY_LIMIT:
                     break
-            yield errormap.from_status(resp.status_code, raw, self)
+            yield errormap.from_status(resp.status_code, raw, self, resp.headers.get("location"))
             return
         ctype = resp.headers.get("content-type", "").lower()
         chunks = resp.iter_bytes()

@@ -32,10 +32,9 @@ def _causes(e: BaseException):
 
 def from_exception(e: Exception, adapter: Any) -> Failure:
     """A Python/httpx exception raised while sending or reading -> a Failure."""
-    import httpx
+    from limner.backends.base import load_httpx, timeouts
 
-    from limner.backends.base import timeouts
-
+    httpx = load_httpx()
     url, line = adapter.url, adapter.req.api_line
     connect_s, read_s = timeouts()
     chain = list(_causes(e))
@@ -218,8 +217,12 @@ def _status_hint(status: int | None, adapter: Any) -> str:
     return "Check the server and the request (`!debug` shows exactly what is sent)."
 
 
-def from_status(status: int, raw: bytes, adapter: Any) -> Failure:
+def from_status(status: int, raw: bytes, adapter: Any, location: str | None = None) -> Failure:
     """A non-2xx answer: quote the server's message, whatever its shape."""
+    if 300 <= status < 400:
+        to = f" to {location}" if location else ""
+        return Failure("http", f"HTTP {status}: {adapter.url} redirects{to}",
+                       "Put the final URL in !api.", line=adapter.req.api_line, status=status)
     text = raw.decode("utf-8", errors="replace")
     try:
         obj = json.loads(text)
