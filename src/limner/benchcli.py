@@ -1,0 +1,120 @@
+"""`limner bench ...`: benchmarks a user can run from a fresh clone.
+
+    limner bench fim --suite humaneval-single|humaneval-multi|PATH.jsonl
+                     [--limit N] [--seed S] [--json] [--model GGUF|NAME|PROFILE]
+
+The table goes to stdout, the progress bar to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+
+from limner.errors import LimnerError
+
+USAGE = "usage: limner bench fim --suite SUITE [--limit N] [--seed S] [--json] [--model M]\n"
+
+
+def _fim_args(argv: list[str]) -> argparse.Namespace:
+    from limner.fim.bench import DEFAULT_CAP, POLICIES
+
+    p = argparse.ArgumentParser(
+        prog="limner bench fim",
+        description="Compare FIM stop policies on the same generations: pass@1, exact match, "
+        "tokens kept, seconds per task.",
+    )
+    p.add_argument("--suite", required=True,
+                   help="humaneval-single (1,033 tasks), humaneval-multi (5,815) or a JSONL file "
+                   'of {"id","language","prefix","suffix","middle","test"?}')
+    p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N tasks")
+    p.add_argument("--seed", type=int, default=0, help="picks the subset (and seeds sampling)")
+    p.add_argument("--json", action="store_true", help='print {"policies": [...]} instead of a table')
+    p.add_argument("--model", default="",
+                   help="a bundled or registered model name or a .gguf path "
+                   "(default: the bundled Gemma-3-270M base)")
+    p.add_argument("--cap", type=int, default=DEFAULT_CAP, help="tokens generated per task (default 128)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: physical cores)")
+    p.add_argument("--cache", default=None, help="generation cache file (default under ~/.cache/limner)")
+    p.add_argument("--policies", default=",".join(POLICIES),
+                   help=f"comma-separated subset of {','.join(POLICIES)}")
+    p.add_argument("--generate-only", action="store_true",
+                   help="fill the generation cache and stop (score later)")
+    p.add_argument("--no-generate", action="store_true",
+                   help="score only tasks already in the cache")
+    return p.parse_args(argv)
+
+
+def bench_fim(argv: list[str]) -> int:
+    from limner.fim import bench, suites
+
+    try:
+        args = _fim_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    unknown = [p for p in policies if p not in bench.POLICIES]
+    if unknown:
+        raise LimnerError(f"unknown policy {unknown[0]!r}", f"Use some of: {', '.join(bench.POLICIES)}.")
+    tasks = suites.sample(suites.load(args.suite), args.limit, args.seed)
+    model = args.model
+    if model and not os.path.exists(model) and (model.startswith("fim:") or "/" in model):
+        raise LimnerError(
+            f"--model {model!r}: profiles that point at HTTP servers are not benchmarked yet",
+            "Give a .gguf path or a bundled/registered model name (see `limner models`).",
+        )
+    cache = args.cache or bench.cache_path(args.suite, model or "default", args.cap, args.temperature)
+    gens = bench.read_cache(cache)
+    todo = [t for t in tasks if t.id not in gens]
+    # Generate in a seeded random order: an interrupted run is still a random sample.
+    random.Random(args.seed).shuffle(todo)
+    if todo and not args.no_generate:
+        gen = bench.Generator(model, args.cap, args.temperature, args.seed, args.threads)
+        bar = bench.Progress(f"generating {len(todo)}")
+        for k, task in enumerate(todo):
+            g = gen(task)
+            bench.append_cache(cache, g)
+            gens[task.id] = g
+            bar(k + 1, len(todo))
+    if args.generate_only:
+        sys.stderr.write(f"generations cached in {cache}\n")
+        return 0
+    tasks = [t for t in tasks if t.id in gens]
+    if not tasks:
+        raise LimnerError("no generations to score", f"Run without --no-generate to fill {cache}.")
+    rows = bench.score(tasks, gens, policies, progress=bench.Progress("scoring"))
+    if args.json:
+        print(json.dumps({"suite": args.suite, "n": len(tasks), "model": model or "gemma3-270m",
+                          "cap": args.cap, "scorer": bench.sandbox_name(),
+                          "policies": [r.as_json() for r in rows]}, indent=2))
+    else:
+        print(f"suite {args.suite}: {len(tasks)} tasks, model {model or 'gemma3-270m (bundled)'}, "
+              f"cap {args.cap} tokens, tests via {bench.sandbox_name()}")
+        print(bench.table(rows))
+        lim = next((r for r in rows if r.policy == "limner"), None)
+        if lim is not None:
+            j = lim.as_json()
+            print(f"limner stop check: {j['stop_ms_per_line']:.3f} ms per streamed line; "
+                  f"stops: {', '.join(f'{k} {v}' for k, v in sorted(lim.reasons.items()))}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(USAGE + "\nbenchmarks:\n  fim   FIM stop policies on HumanEval infilling or your own suite\n")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name != "fim":
+        sys.stdout.write(f"\n\n!error\n\nunknown benchmark {name!r}\nAvailable: fim.\n")
+        return 2
+    try:
+        return bench_fim(rest)
+    except LimnerError as e:
+        sys.stdout.write(f"\n\n!error\n\n{e.message}\n{e.hint}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted; generations so far are cached\n")
+        return 130
