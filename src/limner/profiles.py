@@ -139,6 +139,10 @@ BUILTIN: dict[str, tuple[str, ...]] = {
     "fim:codestral": _FIM_SPM_MISTRAL,
     "fim:codegemma": ("!infill <|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>",),
     "fim:qwen2.5-coder": _FIM_QWEN,
+    # No lines: the name itself asks for automatic FIM (limner/fim/templates.py):
+    # GGUF FIM tokens in the engine, else a fim:NAME template, else the server's
+    # /infill, else prefix-only completion ended by the syntax-aware stop.
+    "fim:auto": (),
 }
 
 

@@ -55,4 +55,8 @@ def load(name: str):
 
 def open(req: Request):  # noqa: A001 - the module's verb: backends.open(req)
     """The one adapter for this request. BufferError for a bad or missing !api."""
+    if "fim:auto" in req.profiles:  # FIM hook: pick template, /infill or prefix-only
+        from limner.fim.templates import apply_auto
+
+        apply_auto(req)
     return load(choose(req))(req)
