@@ -1,0 +1,546 @@
+"""`limner serve`: an OpenAI-compatible HTTP server over the in-process engine.
+
+    limner serve [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-queue 8]
+
+Routes: POST /v1/chat/completions, POST /v1/completions (a `suffix` makes it
+fill-in-the-middle), GET /v1/models, llama.cpp-style POST /infill, and an
+unauthenticated GET /health.
+
+How a request flows: auth, parse (openai_schema), a check that the model
+exists, then admission. The engine runs one generation at a time, so the
+server admits one running request plus at most --max-queue waiting ones and
+answers the rest 503 with Retry-After at once: a client can back off instead
+of hanging on a queue that only grows. Each admitted request runs
+`Engine.stream` in its own worker thread, which hands events to the event
+loop; when the HTTP client goes away its `cancel` event is set and the
+engine stops within a token (or leaves its queue). The first event is
+awaited before the response starts, so a bad model file or an overlong
+prompt still gets a proper HTTP status, streaming or not.
+"""
+
+import argparse
+import asyncio
+import hmac
+import json
+import math
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any, AsyncIterator
+
+from limner.engine import openai_schema as oa
+from limner.events import Failure, Stopped, Text, Usage
+
+DEFAULT_PORT = 8080
+DEFAULT_MAX_QUEUE = 8
+# Engine failure kinds that are the client's fault (HTTP 400); others are ours (500).
+CLIENT_FAULTS = {"model", "params", "template", "context"}
+
+
+class Gate:
+    """Admission control: one running request and at most `max_queue` waiting."""
+
+    def __init__(self, max_queue: int):
+        self.capacity = max(0, max_queue) + 1
+        self.active = 0
+        self.avg_s = 2.0  # moving average of how long a request holds the engine
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self.active >= self.capacity:
+                return False
+            self.active += 1
+            return True
+
+    def leave(self, seconds: float) -> None:
+        with self._lock:
+            self.active -= 1
+            self.avg_s = 0.8 * self.avg_s + 0.2 * seconds
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: about one request's time."""
+        return max(1, min(60, math.ceil(self.avg_s)))
+
+
+class Run:
+    """One request on the engine: a worker thread feeding events to the event loop."""
+
+    def __init__(self, engine, job, gate: Gate, record):
+        self.cancel = threading.Event()
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.job, self.engine, self.gate, self.record = job, engine, gate, record
+        self.started = time.monotonic()
+        self.first_token_s: float | None = None
+        self.text: list[str] = []
+        self.usage: Usage | None = None
+        self.end: Stopped | Failure | None = None
+        threading.Thread(target=self._work, name="limner-serve-job", daemon=True).start()
+
+    def _put(self, item) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the loop is gone (server shutting down): stop generating
+            self.cancel.set()
+
+    def _work(self) -> None:
+        try:
+            for ev in self.engine.stream(self.job, self.cancel):
+                self._note(ev)
+                self._put(ev)
+        except BaseException as e:  # noqa: BLE001 - the engine promises no exceptions; be sure
+            ev = Failure("engine", f"the engine failed: {type(e).__name__}: {e}")
+            self._note(ev)
+            self._put(ev)
+        finally:
+            if self.end is None:  # a stream must end in Stopped or Failure
+                ev = Failure("engine", "the engine stopped without finishing the reply")
+                self._note(ev)
+                self._put(ev)
+            self._put(None)
+            self.gate.leave(time.monotonic() - self.started)
+            self.record(self)
+
+    def _note(self, ev) -> None:
+        if isinstance(ev, Text):
+            if self.first_token_s is None:
+                self.first_token_s = time.monotonic() - self.started
+            self.text.append(ev.text)
+        elif isinstance(ev, Usage):
+            self.usage = ev
+        else:
+            self.end = ev
+
+    async def events(self) -> AsyncIterator:
+        while True:
+            ev = await self.queue.get()
+            if ev is None:
+                return
+            yield ev
+
+
+def _error(status: int, message: str, *, type: str = "invalid_request_error", param=None,
+           code=None, headers: dict | None = None):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(oa.error_body(message, type=type, param=param, code=code),
+                        status_code=status, headers=headers)
+
+
+def _failure_response(f: Failure):
+    if f.kind in CLIENT_FAULTS:
+        code = "model_not_found" if f.kind == "model" else (
+            "context_length_exceeded" if f.kind == "context" else None)
+        return _error(400, f"{f.message} {f.hint}".strip(), code=code)
+    return _error(500, f"{f.message} {f.hint}".strip(), type="server_error", code=f.kind)
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE,
+               log: bool = True):
+    """The FastAPI app over `engine`. Tests run it on a real uvicorn on loopback."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from limner.engine.core import Job
+    from limner.engine.models import default_for
+
+    app = FastAPI(title="limner serve", docs_url=None, redoc_url=None, openapi_url=None)
+    if api_key:
+        app.add_middleware(_BearerAuth, api_key=api_key)
+    gate = Gate(max_queue)
+    app.state.engine, app.state.gate = engine, gate
+    record = _recorder(log)
+    known: set[str] = set()
+
+    def refresh_models() -> list:
+        infos = engine.models()
+        known.clear()
+        # Models whose file is broken stay known: the engine then says what is
+        # wrong with the file, which helps more than "unknown model".
+        known.update(m.name for m in infos if m.path)
+        return infos
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        msg = {404: f"no route {request.method} {request.url.path}; try /v1/chat/completions, "
+                    "/v1/completions, /v1/models or /infill",
+               405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code,
+                                                                                  str(exc.detail))
+        return _error(exc.status_code, msg, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception):
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "running": min(gate.active, 1),
+                "waiting": max(0, gate.active - 1), "max_queue": gate.capacity - 1}
+
+    @app.get("/v1/models")
+    async def list_models():
+        infos = await asyncio.to_thread(refresh_models)
+        return oa.models_list(infos, int(app.state.started))
+
+    async def admit(request: Request, parse) -> tuple[Any, Any]:
+        """(parsed, body) or an error response as the first item."""
+        try:
+            body = json.loads(await request.body() or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return _error(400, f"the request body is not valid JSON: {e}"), None
+        try:
+            parsed = parse(body)
+        except oa.RequestError as e:
+            return _error(e.status, e.message, param=e.param, code=e.code, type=e.type), None
+        if parsed.model and parsed.model not in known:
+            await asyncio.to_thread(refresh_models)
+            if parsed.model not in known:
+                return _error(400, f"unknown model {parsed.model!r}; available: "
+                              f"{', '.join(sorted(known))}", param="model",
+                              code="model_not_found"), None
+        if not gate.enter():
+            return _error(503, f"the server is busy: {gate.capacity - 1} requests are already "
+                          "waiting. Retry later.", type="server_error", code="queue_full",
+                          headers={"Retry-After": str(gate.retry_after())}), None
+        return parsed, body
+
+    def start(request: Request, parsed: oa.Parsed, body: dict) -> Run:
+        job = Job(model=parsed.model, mode=parsed.mode, messages=parsed.messages,
+                  prompt=parsed.prompt, prefix=parsed.prefix, suffix=parsed.suffix,
+                  params=parsed.params, stop_spec=parsed.stop_spec)
+        run = Run(engine, job, gate, record)
+        run.meta = {"path": request.url.path, "headers": dict(request.headers), "body": body,
+                    "parsed": parsed}
+        return run
+
+    async def first_event(request: Request, run: Run):
+        """The first event, or None when the client left while we waited for the engine."""
+        events = run.events()
+        watcher = asyncio.create_task(_watch_disconnect(request, run.cancel))
+        try:
+            nxt = asyncio.create_task(events.__anext__())
+            done, _ = await asyncio.wait({nxt, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if nxt not in done:
+                nxt.cancel()
+                return None, events
+            return nxt.result(), events
+        finally:
+            watcher.cancel()
+
+    async def respond(request: Request, parse, shape):
+        parsed, body = await admit(request, parse)
+        if not isinstance(parsed, oa.Parsed):
+            return parsed
+        run = start(request, parsed, body)
+        try:
+            first, events = await first_event(request, run)
+        except BaseException:
+            run.cancel.set()
+            raise
+        if first is None:  # the client is gone; nobody to answer
+            return JSONResponse({}, status_code=499)
+        if isinstance(first, Failure):
+            return _failure_response(first)
+        model = parsed.model or default_for(parsed.mode)
+        if parsed.stream:
+            return StreamingResponse(shape.stream(parsed, run, first, events, model),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        watcher = asyncio.create_task(_watch_disconnect(request, run.cancel))
+        try:
+            async for _ in events:
+                pass
+        finally:
+            watcher.cancel()
+            if run.end is None:  # cancelled under us (server shutdown): stop the engine
+                run.cancel.set()
+        return shape.whole(parsed, run)
+
+    app.state.started = time.time()
+    app.state.refresh_models = refresh_models
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        return await respond(request, oa.parse_chat, _OpenAIShape("chat"))
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await respond(request, oa.parse_completion, _OpenAIShape("completion"))
+
+    @app.post("/infill")
+    async def infill(request: Request):
+        return await respond(request, oa.parse_infill, _InfillShape())
+
+    return app
+
+
+class _BearerAuth:
+    """Pure ASGI (not BaseHTTPMiddleware, which gets in the way of streaming and
+    disconnect detection): every route but /health needs `Authorization: Bearer KEY`."""
+
+    def __init__(self, app, api_key: str):
+        self.app, self.key = app, api_key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") == "/health":
+            return await self.app(scope, receive, send)
+        got = b""
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                got = value
+        scheme, _, token = got.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
+            return await self.app(scope, receive, send)
+        response = _error(401, "Incorrect or missing API key: send `Authorization: Bearer KEY` "
+                          "with the key `limner serve` was started with.",
+                          code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)
+
+
+async def _watch_disconnect(request, cancel: threading.Event) -> None:
+    """Set `cancel` when the HTTP client goes away."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            cancel.set()
+            return
+
+
+def _model_name(run: Run, fallback: str) -> str:
+    return (run.usage.extra.get("model") if run.usage else None) or fallback
+
+
+class _OpenAIShape:
+    """Chat and completion replies in OpenAI's shapes, streamed or whole."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.id = oa.new_id(kind)
+        self.created = oa.now()
+
+    def _chunk(self, model: str, text: str | None, finish: str | None = None, role=False) -> dict:
+        if self.kind == "chat":
+            delta: dict = {}
+            if role:
+                delta["role"] = "assistant"
+            if text is not None:
+                delta["content"] = text
+            return oa.chat_chunk(self.id, self.created, model, delta, finish)
+        return oa.completion_chunk(self.id, self.created, model, text or "", finish)
+
+    async def stream(self, parsed, run: Run, first, events, model: str):
+        try:
+            if self.kind == "chat":
+                yield _sse(self._chunk(model, "", role=True))
+            elif parsed.echo and parsed.prompt:
+                yield _sse(self._chunk(model, parsed.prompt))
+            pending = [first]
+            while True:
+                ev = pending.pop() if pending else await anext(events, None)
+                if ev is None:
+                    break
+                if isinstance(ev, Text):
+                    yield _sse(self._chunk(model, ev.text))
+                elif isinstance(ev, Usage):
+                    model = ev.extra.get("model") or model
+                elif isinstance(ev, Stopped):
+                    yield _sse(self._chunk(model, None if self.kind == "chat" else "",
+                                           oa.finish_reason(ev.reason)))
+                    if parsed.include_usage:
+                        yield _sse(oa.usage_chunk(self.kind, self.id, self.created, model, run.usage))
+                elif isinstance(ev, Failure):
+                    # Headers are sent: the error travels in the stream, where
+                    # OpenAI's clients look for it.
+                    yield _sse(oa.error_body(f"{ev.message} {ev.hint}".strip(),
+                                             type="server_error", code=ev.kind))
+            yield b"data: [DONE]\n\n"
+        finally:
+            if run.end is None:  # the client left mid-stream: stop the engine
+                run.cancel.set()
+
+    def whole(self, parsed, run: Run):
+        if isinstance(run.end, Failure):
+            return _failure_response(run.end)
+        text = "".join(run.text)
+        model = _model_name(run, parsed.model)
+        finish = oa.finish_reason(run.end.reason if run.end else None)
+        if self.kind == "chat":
+            return oa.chat_response(self.id, self.created, model, text, finish, run.usage)
+        if parsed.echo and parsed.prompt:
+            text = parsed.prompt + text
+        return oa.completion_response(self.id, self.created, model, text, finish, run.usage)
+
+
+class _InfillShape:
+    """llama.cpp server's /infill reply: {content, stop, timings}, streamed as SSE or whole."""
+
+    async def stream(self, parsed, run: Run, first, events, model: str):
+        try:
+            pending = [first]
+            while True:
+                ev = pending.pop() if pending else await anext(events, None)
+                if ev is None:
+                    break
+                if isinstance(ev, Text):
+                    yield _sse(oa.infill_chunk(model, ev.text))
+                elif isinstance(ev, Usage):
+                    model = ev.extra.get("model") or model
+                elif isinstance(ev, Stopped):
+                    yield _sse(oa.infill_final(model, "", ev.reason, run.usage,
+                                               parsed.params.get("stop")))
+                elif isinstance(ev, Failure):
+                    yield _sse(oa.error_body(f"{ev.message} {ev.hint}".strip(),
+                                             type="server_error", code=ev.kind))
+        finally:
+            if run.end is None:
+                run.cancel.set()
+
+    def whole(self, parsed, run: Run):
+        if isinstance(run.end, Failure):
+            return _failure_response(run.end)
+        return oa.infill_final(_model_name(run, parsed.model), "".join(run.text),
+                               run.end.reason if run.end else None, run.usage,
+                               parsed.params.get("stop"))
+
+
+def _recorder(enabled: bool):
+    """A function logging one finished Run via limner.log, or doing nothing."""
+    if not enabled or os.environ.get("LIMNER_NO_LOG"):
+        return lambda run: None
+    try:
+        from limner import log
+    except ImportError:
+        return lambda run: None
+    warned = []
+
+    def record(run: Run) -> None:
+        meta = getattr(run, "meta", None)
+        if meta is None:
+            return
+        end, u, text = run.end, run.usage, "".join(run.text)
+        if run.cancel.is_set() or (isinstance(end, Failure) and end.kind == "cancelled"):
+            status = "cancelled"
+        elif isinstance(end, Failure):
+            status = "partial" if text else "error"
+        else:
+            status = "ok"
+        fail = end if isinstance(end, Failure) else None
+        parsed = meta["parsed"]
+        try:
+            log.record({
+                "source": "serve", "request_url": meta["path"], "request_headers": meta["headers"],
+                "request_body": meta["body"], "reply": text, "status": status,
+                "error_kind": fail.kind if fail else None,
+                "error_message": fail.message if fail else None,
+                "error_hint": (fail.hint or None) if fail else None,
+                "stop_reason": end.reason if isinstance(end, Stopped) else None,
+                "elapsed_s": time.monotonic() - run.started, "first_token_s": run.first_token_s,
+                "prompt_ms": u.prompt_ms if u else None, "predicted_ms": u.predicted_ms if u else None,
+                "prompt_tokens": u.prompt_tokens if u else None,
+                "completion_tokens": u.completion_tokens if u else None,
+                "cached_tokens": u.cached_tokens if u else None,
+                "model": _model_name(run, parsed.model) or None, "backend": "embedded",
+                "mode": "infill" if parsed.kind == "infill" else parsed.mode,
+            })
+        except Exception as e:  # noqa: BLE001 - the log must never break serving
+            if not warned:
+                warned.append(True)
+                sys.stderr.write(f"limner serve: not logging exchanges: {e}\n")
+
+    return record
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="limner serve",
+        description="An OpenAI-compatible HTTP server over limner's embedded engine.")
+    ap.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1: this machine only)")
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    ap.add_argument("--api-key", default=os.environ.get("LIMNER_API_KEY") or None,
+                    help="require `Authorization: Bearer KEY` (default $LIMNER_API_KEY)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for the engine")
+    ap.add_argument("--ctx", type=int, default=None,
+                    help="context size (default: the model's, capped at 8192)")
+    ap.add_argument("--batch", type=int, default=None, help="prompt batch size (default 512)")
+    ap.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
+                    help=f"requests allowed to wait; more get 503 (default {DEFAULT_MAX_QUEUE})")
+    ap.add_argument("--preload", action="append", default=[], metavar="MODEL",
+                    help="load this model before accepting requests (repeatable)")
+    ap.add_argument("--no-log", action="store_true", help="do not record exchanges")
+    ap.add_argument("--verbose", action="store_true", help="let llama.cpp's logging through")
+    return ap
+
+
+def _fail(message: str, hint: str) -> int:
+    sys.stdout.write(f"\n\n!error\n\n{message}\n{hint}\n")
+    sys.stdout.flush()
+    return 1
+
+
+def main(argv: list[str]) -> int:
+    a = _parser().parse_args(argv)
+    try:
+        import uvicorn
+        from limner.engine.core import Engine
+    except ImportError as e:
+        return _fail(f"`limner serve` needs {e.name}, which is not installed.",
+                     "Run `make setup` (it installs the `engine` extra).")
+    try:
+        family = socket.AF_INET6 if ":" in a.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((a.host, a.port))
+    except OSError as e:
+        return _fail(f"cannot listen on {a.host}:{a.port}: {e.strerror or e}",
+                     "Pick another --port, or stop whatever holds this one.")
+    loopback = a.host in ("127.0.0.1", "::1", "localhost") or a.host.startswith("127.")
+    if not loopback and not a.api_key:
+        sys.stderr.write(f"limner serve: warning: listening on {a.host} without --api-key; "
+                         "anyone who can reach this port can use the engine\n")
+    engine = Engine(n_threads=a.threads, n_ctx=a.ctx, n_batch=a.batch, verbose=a.verbose)
+    for name in a.preload:
+        failure = _preload(engine, name)
+        if failure:
+            sock.close()
+            return _fail(failure.message, failure.hint)
+    app = create_app(engine, api_key=a.api_key, max_queue=a.max_queue, log=not a.no_log)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    sys.stderr.write(f"limner serve: http://{shown}:{port}/v1 (OpenAI API), /infill; "
+                     f"{'API key required' if a.api_key else 'no API key'}; "
+                     f"up to {a.max_queue} waiting. Ctrl-C stops.\n")
+    config = uvicorn.Config(app, log_level="info" if a.verbose else "warning",
+                            access_log=a.verbose, timeout_graceful_shutdown=3)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it shut down on; that is a normal stop
+    finally:
+        engine.close()
+    sys.stderr.write("limner serve: stopped\n")
+    return 0
+
+
+def _preload(engine, name: str) -> Failure | None:
+    from limner.engine import models as registry
+
+    try:
+        engine.load(name)
+    except registry.ModelError as e:
+        return Failure("model", e.message, e.hint)
+    except Exception as e:  # noqa: BLE001 - a file llama.cpp rejects
+        return Failure("model", f"cannot load {name}: {type(e).__name__}: {e}",
+                       "Check the file with `limner models`.")
+    return None
