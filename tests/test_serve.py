@@ -361,6 +361,41 @@ def test_a_client_leaving_mid_stream_cancels_and_the_server_stays_healthy(server
     assert time.monotonic() - t0 < 60
 
 
+def test_a_client_leaving_the_queue_frees_its_place(engine):
+    """max_queue=1: while one request runs, a waiting client that hangs up gives its slot back."""
+    from limner.engine.serve import create_app
+
+    srv = LiveServer(create_app(engine, max_queue=1))
+    health = lambda: httpx.get(srv.url + "/health", timeout=30).json()  # noqa: E731
+
+    def poll(cond, what):
+        deadline = time.monotonic() + 20
+        while not cond(health()):
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    long = {"model": "smollm2-135m", "stream": True, "max_tokens": 300, "temperature": 0,
+            "messages": [{"role": "user", "content": "Tell a long tale about the sea."}]}
+    try:
+        with httpx.stream("POST", srv.url + "/v1/chat/completions", json=long, timeout=120) as a:
+            lines = a.iter_lines()
+            assert next(ln for ln in lines if ln.startswith("data: "))  # A is generating
+            body = json.dumps({"model": "smollm2-135m", "max_tokens": 2, "messages": CHAT})
+            waiter = socket.create_connection(("127.0.0.1", srv.port))
+            waiter.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                            f"\r\n{body}").encode())
+            poll(lambda h: h["waiting"] == 1, "the second request never queued")
+            full = httpx.post(srv.url + "/v1/chat/completions", timeout=30,
+                              json={"model": "smollm2-135m", "max_tokens": 2, "messages": CHAT})
+            assert full.status_code == 503  # one running, one waiting: full
+            waiter.close()  # hang up while still waiting
+            poll(lambda h: h["waiting"] == 0 and h["running"] == 1,
+                 "the abandoned request kept its place in the queue")
+    finally:
+        srv.stop()
+
+
 def test_logged_exchanges_carry_the_request_and_mask_the_key(keyed):
     from limner import log
 

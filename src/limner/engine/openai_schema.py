@@ -304,7 +304,7 @@ def timings(u: Usage | None) -> dict:
             "predicted_per_second": round(dn * 1000 / dms, 2) if dms else 0.0}
 
 
-def stop_type(stopped: str | None, stop_words: list[str] | None, text: str) -> str:
+def stop_type(stopped: str | None) -> str:
     """llama.cpp's stop_type: "limit" (n_predict), "word" (a stop string) or "eos"."""
     if stopped == "length":
         return "limit"
@@ -317,14 +317,13 @@ def infill_chunk(model: str, text: str) -> dict:
     return {"content": text, "stop": False, "model": model}
 
 
-def infill_final(model: str, text: str, stopped: str | None, u: Usage | None,
-                 stop_words: list[str] | None) -> dict:
+def infill_final(model: str, text: str, stopped: str | None, u: Usage | None) -> dict:
     """The last /infill message (or the whole non-streamed reply, with all the text)."""
     u = u or Usage()
     return {"content": text, "stop": True, "model": model,
             "tokens_predicted": u.completion_tokens or 0, "tokens_evaluated": u.prompt_tokens or 0,
             "tokens_cached": u.cached_tokens or 0,
-            "stop_type": stop_type(stopped, stop_words, text), "stopping_word": "",
+            "stop_type": stop_type(stopped), "stopping_word": "",
             "truncated": False, "limner_stop_reason": stopped, "timings": timings(u)}
 
 

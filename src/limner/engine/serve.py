@@ -158,14 +158,13 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
     gate = Gate(max_queue)
     app.state.engine, app.state.gate = engine, gate
     record = _recorder(log)
-    known: set[str] = set()
+    names: dict[str, frozenset] = {"known": frozenset()}
 
     def refresh_models() -> list:
         infos = engine.models()
-        known.clear()
         # Models whose file is broken stay known: the engine then says what is
         # wrong with the file, which helps more than "unknown model".
-        known.update(m.name for m in infos if m.path)
+        names["known"] = frozenset(m.name for m in infos if m.path)  # swapped whole: no torn reads
         return infos
 
     @app.exception_handler(StarletteHTTPException)
@@ -200,11 +199,11 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
             parsed = parse(body)
         except oa.RequestError as e:
             return _error(e.status, e.message, param=e.param, code=e.code, type=e.type), None
-        if parsed.model and parsed.model not in known:
-            await asyncio.to_thread(refresh_models)
-            if parsed.model not in known:
+        if parsed.model and parsed.model not in names["known"]:
+            await asyncio.to_thread(refresh_models)  # models.toml may have changed
+            if parsed.model not in names["known"]:
                 return _error(400, f"unknown model {parsed.model!r}; available: "
-                              f"{', '.join(sorted(known))}", param="model",
+                              f"{', '.join(sorted(names['known']))}", param="model",
                               code="model_not_found"), None
         if not gate.enter():
             return _error(503, f"the server is busy: {gate.capacity - 1} requests are already "
@@ -394,8 +393,7 @@ class _InfillShape:
                 elif isinstance(ev, Usage):
                     model = ev.extra.get("model") or model
                 elif isinstance(ev, Stopped):
-                    yield _sse(oa.infill_final(model, "", ev.reason, run.usage,
-                                               parsed.params.get("stop")))
+                    yield _sse(oa.infill_final(model, "", ev.reason, run.usage))
                 elif isinstance(ev, Failure):
                     yield _sse(oa.error_body(f"{ev.message} {ev.hint}".strip(),
                                              type="server_error", code=ev.kind))
@@ -407,8 +405,7 @@ class _InfillShape:
         if isinstance(run.end, Failure):
             return _failure_response(run.end)
         return oa.infill_final(_model_name(run, parsed.model), "".join(run.text),
-                               run.end.reason if run.end else None, run.usage,
-                               parsed.params.get("stop"))
+                               run.end.reason if run.end else None, run.usage)
 
 
 def _recorder(enabled: bool):
