@@ -132,3 +132,14 @@ def test_cancel_keeps_partial_text(fault_server, limner_env, sig, code, how):
     assert f"!error\n\ncancelled by {how}: the text above is what arrived" in text
     assert " w99" not in text  # it stopped, it did not run to the end
     assert "Traceback" not in text + err
+
+
+@pytest.mark.server
+def test_real_server_context_overflow(run_limner, llama_server):
+    # llama_cpp.server answers a streamed over-long prompt with 200 and an
+    # empty event stream (its log has the ValueError); the user must hear why.
+    proc = run_limner(buffer(llama_server).replace("Say something.", "hello " * 2500))
+    assert_clean(proc)
+    err = error_text(proc.stdout)
+    assert "accepted the request but sent no reply" in err
+    assert "longer than the model's context" in err

@@ -361,6 +361,9 @@ class HttpAdapter:
         from limner.backends import errormap
 
         raw = head + b"".join(rest)
+        if not raw.strip():
+            yield errormap.empty_stream(self)
+            return
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -371,7 +374,7 @@ class HttpAdapter:
         except ValueError:
             yield errormap.not_json(text, self)
             return
-        if isinstance(obj, dict) and "error" in obj:
+        if isinstance(obj, dict) and (obj.get("error") or obj.get("type") == "error"):
             yield errormap.from_error_object(obj, None, self)
             return
         self.usage = merge_usage(self.usage, obj) if isinstance(obj, dict) else self.usage
