@@ -76,7 +76,8 @@ def _top_level(line: str) -> bool:
 
 
 class Stopper:
-    def __init__(self, language: str | None, prefix: str, suffix: str):
+    def __init__(self, language: str | None, prefix: str, suffix: str, *, whole_file: bool = False):
+        """whole_file: parse all of prefix and suffix (the bench's baseline), not a window."""
         self.language = canonical(language)
         self.family = lexer.FAMILY.get(self.language or "", lexer.NEUTRAL)
         self.reason = ""
@@ -115,6 +116,8 @@ class Stopper:
         else:
             end = min(len(sfx_lines), WINDOW_BELOW)
         self.win_suffix = "\n".join(sfx_lines[:end])
+        if whole_file:
+            start, self.win_prefix, self.win_suffix = 0, prefix, suffix
         # The scanner starts at the window's top-level line, where nothing is open.
         self.scan = lexer.Scanner(self.language)
         for line in self.win_prefix.split("\n")[:-1]:
@@ -123,6 +126,8 @@ class Stopper:
 
         self._parser = treesitter.parser(self.language) if self.language else None
         self._baseline: int | None = None
+        self._last: tuple[bytes, object] = (b"", None)  # the last parsed text and its tree
+        self.incremental = True
         self.hole_indent = None if self.at_line_start else lexer.indent_of(self.head)
         self.scope: int | None = None  # indentation of the definition holding the hole
         self._scope_known = False
@@ -440,9 +445,24 @@ class Stopper:
         return self.done
 
     def errors(self, middle: str) -> int:
+        """ERROR/MISSING nodes in window-prefix + middle + window-suffix.
+
+        Successive calls differ only where the middle grew, so the last tree
+        is edited and reparsed incrementally: tree-sitter reuses every node
+        outside the change, and a line costs about the same at the end of a
+        long middle as at its start.
+        """
         self.parses += 1
-        text = (self.win_prefix + middle + self.win_suffix).replace("\r", "")
-        return treesitter.count_errors(self._parser.parse(text.encode("utf-8")))
+        new = (self.win_prefix + middle + self.win_suffix).replace("\r", "").encode("utf-8")
+        old, tree = self._last
+        if tree is not None and middle and self.incremental:
+            tree = treesitter.edit(tree, old, new)
+            tree = self._parser.parse(new, tree)
+        else:
+            tree = self._parser.parse(new)
+        if middle:
+            self._last = (new, tree)
+        return treesitter.count_errors(tree)
 
     def _parses(self, cut: int) -> bool:
         """prefix + middle[:cut] + suffix has no more errors than prefix + suffix.

@@ -70,3 +70,33 @@ def count_errors(tree) -> int:
             if child.has_error or child.is_missing:
                 stack.append(child)
     return n
+
+
+def _point(text: bytes, pos: int) -> tuple[int, int]:
+    row = text.count(b"\n", 0, pos)
+    return row, pos - (text.rfind(b"\n", 0, pos) + 1)
+
+
+def edit(tree, old: bytes, new: bytes):
+    """Tell `tree` (parsed from `old`) where `new` differs, for an incremental reparse."""
+    n = min(len(old), len(new))
+    start = 0
+    # Common head, found in big steps first: the texts share a long window prefix.
+    step = 4096
+    while step:
+        while start + step <= n and old[start : start + step] == new[start : start + step]:
+            start += step
+        step //= 8
+    tail = 0
+    limit = n - start
+    step = 4096
+    while step:
+        while tail + step <= limit and old[len(old) - tail - step : len(old) - tail] == \
+                new[len(new) - tail - step : len(new) - tail]:
+            tail += step
+        step //= 8
+    old_end, new_end = len(old) - tail, len(new) - tail
+    tree.edit(start_byte=start, old_end_byte=old_end, new_end_byte=new_end,
+              start_point=_point(old, start), old_end_point=_point(old, old_end),
+              new_end_point=_point(new, new_end))
+    return tree
