@@ -287,3 +287,11 @@ def test_heuristics_follow_their_documented_rules():
         if keep is not None:
             break
     assert text[:keep] == "    y = x * 2\n"  # the line like the one below the cursor
+
+
+def test_else_continues_the_statement_the_middle_opened():
+    prefix = "def sign(x):\n"
+    suffix = "\n    return s\n"
+    middle = "    if x > 0:\n        s = 1\n    else:\n        s = -1\n    return s\n"
+    kept, reason, _ = stream("python", prefix, suffix, middle)
+    assert kept == "    if x > 0:\n        s = 1\n    else:\n        s = -1"

@@ -45,6 +45,7 @@ _CONTINUATION_CHARS = set(",=+-*/%&|<>!?.([\\")
 
 
 _WORD = re.compile(r"[A-Za-z_@#$][\w$]*")
+_CONTINUES_RE = re.compile(r"(else|elif|except|finally|catch|case|default)\b|[})\]]")
 
 
 def _norm(line: str) -> str:
@@ -273,7 +274,8 @@ class Stopper:
         while self._openers and line.indent <= self._openers[-1]:
             self._openers.pop()
             closed = True
-        if closed:
+        # `else:`/`except:` go on with the same statement: nothing is finished yet.
+        if closed and not _CONTINUES_RE.match(code):
             prev = self._last_code_index(k)
             if prev is not None and self._structural_end(prev):
                 cut = self._cut_before(k)
