@@ -110,3 +110,11 @@ def test_unknown_level_and_escaping_file_names_are_refused():
     for bad in ("../escape.py", "/etc/passwd", "a/../../b"):
         with pytest.raises(ValueError):
             run_python("pass", files={bad: "x"})
+
+
+def test_large_stdin_and_output_pass_through_whole():
+    data = "0123456789" * 50_000  # 500 kB each way: more than a pipe holds
+    r = run_python("import sys\nd = sys.stdin.read()\nsys.stdout.write(d)\nprint(len(d), file=sys.stderr)\n",
+                   stdin=data, timeout=20)
+    assert r.ok, r.stderr
+    assert r.stdout == data and r.stderr == "500000\n" and not r.truncated
