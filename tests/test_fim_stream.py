@@ -211,3 +211,24 @@ def test_templates_match_the_fim_profiles():
     assert templates.TEMPLATES["codellama"].stop == ("<EOT>",)
     assert templates.render("codestral", "P", "S") == "[SUFFIX]S[PREFIX]P"
     assert templates.fill("{prefix}|{suffix}", "a{suffix}", "b") == "a{suffix}|b"
+
+
+def test_bench_fim_through_a_profile_that_points_at_an_http_server(server, tmp_path, capsys):
+    from limner import benchcli
+
+    server.delay = 0.0
+    profile = tmp_path / "runaway.profile"
+    profile.write_text(f"!api {server.base}\n")
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text(json.dumps({"id": "norm", "language": "python",
+                                 "prefix": "def norm(x: float, y: float) -> float:\n",
+                                 "suffix": "    return r\n", "middle": LINE + "\n",
+                                 "test": "assert norm(3, 4) == 5\n"}) + "\n")
+    code = benchcli.main(["fim", "--suite", str(suite), "--model", str(profile), "--json",
+                          "--cache", str(tmp_path / "gen.jsonl")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    by = {p["policy"]: p for p in json.loads(out)["policies"]}
+    assert by["limner"]["pass@1"] == 1.0 and by["limner"]["exact_match"] == 1.0
+    assert by["max-tokens"]["pass@1"] == 0.0
+    assert server.bodies[-1]["input_prefix"].startswith("def norm")  # it went to /infill

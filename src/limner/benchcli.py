@@ -33,7 +33,8 @@ def _fim_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="picks the subset (and seeds sampling)")
     p.add_argument("--json", action="store_true", help='print {"policies": [...]} instead of a table')
     p.add_argument("--model", default="",
-                   help="a bundled or registered model name or a .gguf path "
+                   help="a bundled or registered model name, a .gguf path, or a profile "
+                   "(built-in, NAME.profile or a file) pointing at an HTTP server "
                    "(default: the bundled Gemma-3-270M base)")
     p.add_argument("--cap", type=int, default=DEFAULT_CAP, help="tokens generated per task (default 128)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -61,18 +62,18 @@ def bench_fim(argv: list[str]) -> int:
         raise LimnerError(f"unknown policy {unknown[0]!r}", f"Use some of: {', '.join(bench.POLICIES)}.")
     tasks = suites.sample(suites.load(args.suite), args.limit, args.seed)
     model = args.model
-    if model and not os.path.exists(model) and (model.startswith("fim:") or "/" in model):
-        raise LimnerError(
-            f"--model {model!r}: profiles that point at HTTP servers are not benchmarked yet",
-            "Give a .gguf path or a bundled/registered model name (see `limner models`).",
-        )
     cache = args.cache or bench.cache_path(args.suite, model or "default", args.cap, args.temperature)
     gens = bench.read_cache(cache)
     todo = [t for t in tasks if t.id not in gens]
     # Generate in a seeded random order: an interrupted run is still a random sample.
     random.Random(args.seed).shuffle(todo)
     if todo and not args.no_generate:
-        gen = bench.Generator(model, args.cap, args.temperature, args.seed, args.threads)
+        try:
+            gen = bench.generator(model, args.cap, args.temperature, args.seed, args.threads)
+        except Exception as e:  # an unknown model: say which names and files work
+            raise LimnerError(f"--model {model!r}: {getattr(e, 'message', e)}",
+                              getattr(e, "hint", "") + " A profile (fim:NAME with !api, or a "
+                              ".profile file) sends the bench to an HTTP server.") from None
         bar = bench.Progress(f"generating {len(todo)}")
         for k, task in enumerate(todo):
             g = gen(task)

@@ -100,6 +100,68 @@ class Generator:
         return Generation(task.id, chunks, times, time.perf_counter() - t0, reason)
 
 
+class HttpGenerator:
+    """The same, through a profile that points at an HTTP server (its template or /infill)."""
+
+    def __init__(self, profile: str, cap: int, temperature: float, seed: int):
+        self.profile, self.cap, self.temperature, self.seed = profile, cap, temperature, seed
+
+    def request(self, task: Task):
+        from limner import buffer
+        from limner.fim.templates import apply_auto, fill
+        from limner.request import FIM
+
+        cwd = os.getcwd()
+        name = os.path.abspath(self.profile) if os.path.exists(self.profile) else self.profile
+        req = buffer.parse(f"!profile {name}\nx\n!infill\n", cwd=cwd)
+        req.prefix, req.suffix = task.prefix, task.suffix
+        req.data.update({"max_tokens": self.cap, "temperature": self.temperature, "seed": self.seed})
+        if "fim:auto" in req.profiles:
+            apply_auto(req)
+        if req.mode == FIM:
+            req.prompt = fill(req.fim_template or "{prefix}", task.prefix, task.suffix)
+        return req
+
+    def __call__(self, task: Task) -> Generation:
+        from limner import backends
+        from limner.events import Failure, Stopped, Text
+
+        adapter = backends.open(self.request(task))
+        chunks, times, reason = [], [], "length"
+        t0 = time.perf_counter()
+        for ev in adapter.stream():
+            if isinstance(ev, Text):
+                chunks.append(ev.text)
+                times.append(time.perf_counter() - t0)
+            elif isinstance(ev, Stopped):
+                reason = ev.reason
+            elif isinstance(ev, Failure):
+                raise RuntimeError(f"{ev.kind}: {ev.message} {ev.hint}".strip())
+        return Generation(task.id, chunks, times, time.perf_counter() - t0, reason)
+
+
+def generator(model: str, cap: int, temperature: float, seed: int, n_threads: int | None):
+    """A profile goes over HTTP; a GGUF path or a model name runs in the engine."""
+    from limner import profiles
+    from limner.engine import models
+
+    if _is_profile(model, profiles):
+        return HttpGenerator(model, cap, temperature, seed)
+    models.resolve(model, "fim")  # ModelError names what exists
+    return Generator(model, cap, temperature, seed, n_threads)
+
+
+def _is_profile(model: str, profiles) -> bool:
+    if not model:
+        return False
+    if model in profiles.BUILTIN or model.endswith(".profile"):
+        return True
+    if os.path.isfile(model):
+        with open(model, "rb") as f:
+            return f.read(4) != b"GGUF"
+    return os.path.exists(os.path.join(profiles.config_dir(), model + ".profile"))
+
+
 # ---------------------------------------------------------------- policies
 
 
