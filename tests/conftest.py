@@ -34,7 +34,7 @@ def llama_server():
     reason = missing_reason()
     if reason:
         pytest.skip(f"real llama.cpp server unavailable: {reason}")
-    server = LlamaServer(n_ctx=2048, n_threads=2).start()
+    server = LlamaServer(n_ctx=2048).start()  # n_threads pinned there
     try:
         yield server.url
     finally:

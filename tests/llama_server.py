@@ -18,6 +18,10 @@ from pathlib import Path
 import httpx
 
 STARTUP_TIMEOUT_S = 120.0
+# One thread by default: on a shared 2-core machine llama.cpp's two threads
+# wait on each other at every op, and a request measured 15-20x slower with
+# 2 threads than with 1 under load. $LIMNER_TEST_N_THREADS overrides.
+DEFAULT_THREADS = int(os.environ.get("LIMNER_TEST_N_THREADS", "1"))
 
 
 def smollm2_path() -> Path | None:
@@ -51,7 +55,8 @@ def missing_reason() -> str | None:
 class LlamaServer:
     """One `python -m llama_cpp.server` process; `url` is its OpenAI base (…/v1)."""
 
-    def __init__(self, model: Path | None = None, n_ctx: int = 2048, n_threads: int = 2):
+    def __init__(self, model: Path | None = None, n_ctx: int = 2048,
+                 n_threads: int = DEFAULT_THREADS):
         self.model = model or smollm2_path()
         self.n_ctx = n_ctx
         self.n_threads = n_threads
