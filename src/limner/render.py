@@ -59,7 +59,8 @@ def _secs(s: float) -> str:
 def _rate(n: int | float | None, seconds: float | None) -> str | None:
     if not n or not seconds or seconds <= 0:
         return None
-    return f"{n / seconds:.3g} tok/s"
+    rate = n / seconds
+    return f"{rate:.0f} tok/s" if rate >= 100 else f"{rate:.3g} tok/s"
 
 
 def stats_note(usage: Usage | None, chunks: int, first_token_s: float | None,
