@@ -225,3 +225,20 @@ def test_real_llama_server_completion(llama_server):
     chunks = [e for e in events if isinstance(e, Text)]
     assert 1 <= len(chunks) <= 3 and texts(events).strip()
     assert events[-1] == Stopped("length")
+
+
+def test_native_infill_moves_parsed_context_files_to_input_extra(tmp_path):
+    from limner import buffer
+
+    (tmp_path / "util.py").write_text("def helper():\n    return 42\n")
+    text = ("!api http://h:8080/\n!context util.py\ndef f(x):\n!infill\n    return x\n")
+    illume = backends.open(buffer.parse(text, cwd=str(tmp_path), env={})).describe()
+    assert "def helper()" in illume.body["input_prefix"]  # inlined, as Illume does
+    assert "input_extra" not in illume.body
+
+    native = backends.open(buffer.parse("!backend llamacpp\n" + text, cwd=str(tmp_path),
+                                        env={})).describe()
+    assert native.body["input_extra"] == [
+        {"filename": "util.py", "text": "def helper():\n    return 42\n"}]
+    assert "helper" not in native.body["input_prefix"]
+    assert native.body["input_prefix"].endswith("def f(x):\n")
