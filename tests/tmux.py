@@ -61,6 +61,7 @@ class Tmux:
             "-c", cwd or os.getcwd(), command,
         )
         self.started = True
+        self.socket_path = self._tmux("display-message", "-p", "#{socket_path}", check=False).stdout.strip()
         # Keep the pane after the program exits, so a crash shows in capture().
         self._tmux("set-option", "-t", "t", "remain-on-exit", "on", check=False)
 
@@ -90,6 +91,9 @@ class Tmux:
         if self.started:
             self._tmux("kill-server", check=False)
             self.started = False
+            # tmux may leave its socket file behind; it is ours to remove.
+            if self.socket_path:
+                Path(self.socket_path).unlink(missing_ok=True)
 
 
 def read_when_present(path: Path, timeout: float) -> str:
