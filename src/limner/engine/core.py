@@ -184,7 +184,7 @@ class Engine:
 
     def _get(self, model: str, mode: str, params: dict) -> tuple[_Loaded, bool]:
         name, path = registry.resolve(model, mode)
-        meta = registry.check_gguf(path)
+        meta = registry.check_gguf(path, vocab=False)  # llama.cpp reads the vocab itself
         from limner.engine import gguf
 
         trained = gguf.context_length(meta) or CTX_CAP
@@ -209,7 +209,7 @@ class Engine:
             template=gguf.chat_template(meta),
             bos_text=self._token_text(llm, llm.token_bos()),
             eos_text=self._token_text(llm, llm.token_eos()),
-            fim=gguf.fim_token_ids(meta), load_s=time.perf_counter() - t0,
+            fim=gguf.fim_token_ids(meta) or _vocab_fim(llm), load_s=time.perf_counter() - t0,
         )
         self._models[key] = loaded
         return loaded, True
@@ -356,6 +356,14 @@ class Engine:
             yield Failure("cancelled", "generation was cancelled")
         else:
             yield Stopped(reason)
+
+
+def _vocab_fim(llm) -> dict | None:
+    """FIM ids llama.cpp found by token text (it knows the common spellings)."""
+    ids = (llm._model.token_prefix(), llm._model.token_suffix(), llm._model.token_middle())
+    if all(i is not None and i >= 0 for i in ids):
+        return dict(zip(("prefix", "suffix", "middle"), ids))
+    return None
 
 
 class ParamError(ValueError):

@@ -157,10 +157,10 @@ def resolve(name: str, mode: str = "chat") -> tuple[str, str]:
                      + ". Or give a path: `!:model /path/to/model.gguf`.")
 
 
-def check_gguf(path: str) -> dict:
+def check_gguf(path: str, vocab: bool = True) -> dict:
     """The file's metadata, or ModelError saying plainly it is not a usable GGUF."""
     try:
-        return gguf.read_metadata(path)
+        return gguf.read_metadata(path, vocab=vocab)
     except gguf.GGUFError as e:
         raise ModelError(f"{path} is not a valid GGUF model: {e}",
                          "Point !:model at a .gguf file (llama.cpp's format).") from None
