@@ -217,3 +217,24 @@ def test_inproc_mode_and_verbose(tmp_path_factory, tmp_path):
     assert not (tmp_path / "rt" / "engine.sock").exists()  # no resident engine involved
     loud = limner(CHAT, env, "--verbose")
     assert loud.returncode == 0 and "llama" in loud.stderr  # llama.cpp's own log, let through
+
+
+def test_an_engine_running_older_code_is_replaced_quietly(use_engine):
+    rdir = Path(use_engine["LIMNER_RUNTIME_DIR"])
+    assert limner(CHAT, use_engine).returncode == 0
+    old = engine_pid(use_engine)
+    (rdir / "engine.stamp").write_text("limner 0.0.1 from before an upgrade")
+    proc = limner(CHAT, use_engine)
+    assert proc.returncode == 0 and "!assistant" in proc.stdout
+    assert proc.stderr == ""  # an upgrade is not a crash
+    assert engine_pid(use_engine) != old
+    assert not Path(f"/proc/{old}").exists() or "Z" in Path(f"/proc/{old}/stat").read_text().split(") ")[1][:1]
+
+
+def test_a_relative_model_path_is_the_callers(use_engine, tmp_path):
+    from limner.engine import models
+
+    (tmp_path / "mine.gguf").symlink_to(models.resolve("smollm2-135m")[1])
+    proc = subprocess.run([LIMNER], input=f"!:model ./mine.gguf\n{CHAT}", env=use_engine,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0 and "!assistant" in proc.stdout, proc.stdout

@@ -10,6 +10,7 @@ repeat_penalty, stop, seed, n_threads, n_ctx, n_batch).
 """
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import asdict
 from typing import Iterator
@@ -27,11 +28,15 @@ def job_for(req: Request):
 
     params = {k: v for k, v in req.data.items() if k not in _NOT_PARAMS}
     model = req.model or ""
+    if (os.sep in model or model.endswith(".gguf")) and not model.startswith("~"):
+        model = os.path.abspath(model)  # the engine process runs elsewhere (cwd /)
     if req.mode == CHAT:
         messages = [{"role": m.role, "content": m.content} for m in req.messages]
         return Job(model=model, mode="chat", messages=messages, params=params)
     stop_spec = None
-    if req.mode in (INFILL, FIM) and req.language:
+    if req.mode in (INFILL, FIM):
+        # The engine runs the FIM helper's syntax-aware stop itself, so decoding
+        # ends as soon as the middle is complete (language None = guessed).
         stop_spec = {"language": req.language, "prefix": req.prefix or "", "suffix": req.suffix or ""}
     if req.mode == INFILL or (req.mode == FIM and req.prompt is None):
         # The engine lays out the FIM prompt with the model's own FIM token ids.

@@ -37,7 +37,10 @@ class EngineUnavailable(Exception):
 
 
 def inproc() -> bool:
-    return os.environ.get("LIMNER_ENGINE", "").lower() == "inproc"
+    """Run the engine in this process: LIMNER_ENGINE=inproc, or --verbose
+    (so llama.cpp's log reaches the terminal that asked for it)."""
+    return (os.environ.get("LIMNER_ENGINE", "").lower() == "inproc"
+            or os.environ.get("LIMNER_VERBOSE") == "1")
 
 
 # ---------------------------------------------------------------- in-process
@@ -113,12 +116,15 @@ def connect(spawn: bool = True) -> socket.socket | None:
     """A connected socket to this user's engine; starts one if needed (and spawn)."""
     rdir = paths.runtime_dir()
     sock_path, lock_path, pid_path, log_path = _files(rdir)
-    try:
-        return _connect(sock_path)
-    except OSError:
-        if not spawn:
-            return None
+    if not spawn or _same_code(rdir):
+        try:
+            return _connect(sock_path)
+        except OSError:
+            if not spawn:
+                return None
     with _flock(lock_path):
+        if not _same_code(rdir):
+            _retire(sock_path, pid_path)
         try:
             return _connect(sock_path)  # another client started it meanwhile
         except OSError:
@@ -146,6 +152,32 @@ def connect(spawn: bool = True) -> socket.socket | None:
         if os.environ.get("LIMNER_VERBOSE") == "1":
             sys.stderr.write(f"limner: started the engine (pid {proc.pid}); its log: {log_path}\n")
         return _wait_ready(proc, sock_path, log_path)
+
+
+def _same_code(rdir: Path) -> bool:
+    try:
+        return (rdir / protocol.STAMP_NAME).read_text() == protocol.code_stamp()
+    except FileNotFoundError:
+        return True  # no engine has run here yet
+    except OSError:
+        return False
+
+
+def _retire(sock_path: Path, pid_path: Path) -> None:
+    """Stop an engine that runs older code; its successor starts right after."""
+    try:
+        s = _connect(sock_path)
+    except OSError:
+        return  # not running: the caller's crash check takes it from here
+    with s:
+        try:
+            s.sendall(protocol.encode({"op": "stop"}))
+            s.makefile("rb").readline()
+        except OSError:
+            pass
+    deadline = time.monotonic() + 10
+    while pid_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _spawn(rdir: Path, log_path: Path) -> subprocess.Popen:

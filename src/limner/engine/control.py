@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="status as JSON")
     args = p.parse_args(argv)
     rdir = paths.runtime_dir()
-    if client.inproc():
+    if os.environ.get("LIMNER_ENGINE", "").lower() == "inproc":
         print("LIMNER_ENGINE=inproc: limner runs the engine inside each call; there is no resident engine.")
         return 0
     try:

@@ -42,6 +42,7 @@ class Daemon:
     # -- lifecycle ----------------------------------------------------------
 
     def listen(self) -> socket.socket:
+        (self.dir / protocol.STAMP_NAME).write_text(protocol.code_stamp())
         try:
             self.sock_path.unlink()  # a stale socket from a crashed engine
         except FileNotFoundError:

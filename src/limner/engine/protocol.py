@@ -24,6 +24,21 @@ SOCKET_NAME = "engine.sock"
 LOCK_NAME = "engine.lock"
 PID_NAME = "engine.pid"
 LOG_NAME = "engine.log"
+STAMP_NAME = "engine.stamp"
+
+
+def code_stamp() -> str:
+    """Identifies the code an engine runs, so a client replaces an engine left
+    running from before an upgrade (or an edit, in a checkout)."""
+    import sys
+    from pathlib import Path
+
+    from limner import __version__
+
+    here = Path(__file__).resolve().parent
+    files = list(here.glob("*.py")) + [here.parent / "events.py"]
+    newest = max((f.stat().st_mtime_ns for f in files if f.exists()), default=0)
+    return f"{__version__} {sys.executable} {newest}"
 
 
 def encode(obj: dict) -> bytes:
