@@ -1,19 +1,21 @@
 """Request parsing and response shaping for `limner serve`, in OpenAI's and llama.cpp's shapes.
 
-Pure functions over dicts: no HTTP, no engine. serve.py turns HTTP into a
-parsed request, runs it on the engine and shapes the events with these.
+No HTTP and no engine here: dicts in, dicts (or SSE bytes from a run's
+events) out. serve.py turns HTTP into a parsed request, runs it on the
+engine and shapes the events with these.
 The shapes follow OpenAI's API reference (chat.completion,
 chat.completion.chunk, text_completion, the error object) and llama.cpp
 server's /infill (content, stop, timings), so unmodified clients work.
 """
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from limner.events import Usage
+from limner.events import Failure, Stopped, Text, Usage
 
 # OpenAI-style sampling parameters we pass to the engine. Anything about
 # threads, context or batch size is the server operator's call, not a
@@ -340,3 +342,102 @@ def models_list(infos: list, created: int) -> dict:
                      "chat_template": m.chat_template, "fim_tokens": m.fim_tokens},
         })
     return {"object": "list", "data": data}
+
+
+# ---------------------------------------------------------------- streams and whole replies
+# `run` is serve.Run: the events so far (text, usage, end) of one engine job.
+
+
+def sse(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+def model_name(run, fallback: str) -> str:
+    return (run.usage.extra.get("model") if run.usage else None) or fallback
+
+
+class OpenAIShape:
+    """Chat and completion replies in OpenAI's shapes, streamed or whole."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.id = new_id(kind)
+        self.created = now()
+
+    def _chunk(self, model: str, text: str | None, finish: str | None = None, role=False) -> dict:
+        if self.kind == "chat":
+            delta: dict = {}
+            if role:
+                delta["role"] = "assistant"
+            if text is not None:
+                delta["content"] = text
+            return chat_chunk(self.id, self.created, model, delta, finish)
+        return completion_chunk(self.id, self.created, model, text or "", finish)
+
+    async def stream(self, parsed, run, first, events, model: str):
+        try:
+            if self.kind == "chat":
+                yield sse(self._chunk(model, "", role=True))
+            elif parsed.echo and parsed.prompt:
+                yield sse(self._chunk(model, parsed.prompt))
+            pending = [first]
+            while True:
+                ev = pending.pop() if pending else await anext(events, None)
+                if ev is None:
+                    break
+                if isinstance(ev, Text):
+                    yield sse(self._chunk(model, ev.text))
+                elif isinstance(ev, Usage):
+                    model = ev.extra.get("model") or model
+                elif isinstance(ev, Stopped):
+                    yield sse(self._chunk(model, None if self.kind == "chat" else "",
+                                          finish_reason(ev.reason)))
+                    if parsed.include_usage:
+                        yield sse(usage_chunk(self.kind, self.id, self.created, model, run.usage))
+                elif isinstance(ev, Failure):
+                    # Headers are sent: the error travels in the stream, where
+                    # OpenAI's clients look for it.
+                    yield sse(error_body(f"{ev.message} {ev.hint}".strip(),
+                                         type="server_error", code=ev.kind))
+            yield b"data: [DONE]\n\n"
+        finally:
+            if run.end is None:  # the client left mid-stream: stop the engine
+                run.cancel.set()
+
+    def whole(self, parsed, run):
+        text = "".join(run.text)
+        model = model_name(run, parsed.model)
+        finish = finish_reason(run.end.reason if run.end else None)
+        if self.kind == "chat":
+            return chat_response(self.id, self.created, model, text, finish, run.usage)
+        if parsed.echo and parsed.prompt:
+            text = parsed.prompt + text
+        return completion_response(self.id, self.created, model, text, finish, run.usage)
+
+
+class InfillShape:
+    """llama.cpp server's /infill reply: {content, stop, timings}, streamed as SSE or whole."""
+
+    async def stream(self, parsed, run, first, events, model: str):
+        try:
+            pending = [first]
+            while True:
+                ev = pending.pop() if pending else await anext(events, None)
+                if ev is None:
+                    break
+                if isinstance(ev, Text):
+                    yield sse(infill_chunk(model, ev.text))
+                elif isinstance(ev, Usage):
+                    model = ev.extra.get("model") or model
+                elif isinstance(ev, Stopped):
+                    yield sse(infill_final(model, "", ev.reason, run.usage))
+                elif isinstance(ev, Failure):
+                    yield sse(error_body(f"{ev.message} {ev.hint}".strip(),
+                                         type="server_error", code=ev.kind))
+        finally:
+            if run.end is None:
+                run.cancel.set()
+
+    def whole(self, parsed, run):
+        return infill_final(model_name(run, parsed.model), "".join(run.text),
+                            run.end.reason if run.end else None, run.usage)

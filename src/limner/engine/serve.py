@@ -138,10 +138,6 @@ def _failure_response(f: Failure):
     return _error(500, f"{f.message} {f.hint}".strip(), type="server_error", code=f.kind)
 
 
-def _sse(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
-
-
 def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE,
                log: bool = True):
     """The FastAPI app over `engine`. Tests run it on a real uvicorn on loopback."""
@@ -261,6 +257,8 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
             watcher.cancel()
             if run.end is None:  # cancelled under us (server shutdown): stop the engine
                 run.cancel.set()
+        if isinstance(run.end, Failure):
+            return _failure_response(run.end)
         return shape.whole(parsed, run)
 
     app.state.started = time.time()
@@ -268,15 +266,15 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        return await respond(request, oa.parse_chat, _OpenAIShape("chat"))
+        return await respond(request, oa.parse_chat, oa.OpenAIShape("chat"))
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        return await respond(request, oa.parse_completion, _OpenAIShape("completion"))
+        return await respond(request, oa.parse_completion, oa.OpenAIShape("completion"))
 
     @app.post("/infill")
     async def infill(request: Request):
-        return await respond(request, oa.parse_infill, _InfillShape())
+        return await respond(request, oa.parse_infill, oa.InfillShape())
 
     return app
 
@@ -311,101 +309,6 @@ async def _watch_disconnect(request, cancel: threading.Event) -> None:
         if message["type"] == "http.disconnect":
             cancel.set()
             return
-
-
-def _model_name(run: Run, fallback: str) -> str:
-    return (run.usage.extra.get("model") if run.usage else None) or fallback
-
-
-class _OpenAIShape:
-    """Chat and completion replies in OpenAI's shapes, streamed or whole."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-        self.id = oa.new_id(kind)
-        self.created = oa.now()
-
-    def _chunk(self, model: str, text: str | None, finish: str | None = None, role=False) -> dict:
-        if self.kind == "chat":
-            delta: dict = {}
-            if role:
-                delta["role"] = "assistant"
-            if text is not None:
-                delta["content"] = text
-            return oa.chat_chunk(self.id, self.created, model, delta, finish)
-        return oa.completion_chunk(self.id, self.created, model, text or "", finish)
-
-    async def stream(self, parsed, run: Run, first, events, model: str):
-        try:
-            if self.kind == "chat":
-                yield _sse(self._chunk(model, "", role=True))
-            elif parsed.echo and parsed.prompt:
-                yield _sse(self._chunk(model, parsed.prompt))
-            pending = [first]
-            while True:
-                ev = pending.pop() if pending else await anext(events, None)
-                if ev is None:
-                    break
-                if isinstance(ev, Text):
-                    yield _sse(self._chunk(model, ev.text))
-                elif isinstance(ev, Usage):
-                    model = ev.extra.get("model") or model
-                elif isinstance(ev, Stopped):
-                    yield _sse(self._chunk(model, None if self.kind == "chat" else "",
-                                           oa.finish_reason(ev.reason)))
-                    if parsed.include_usage:
-                        yield _sse(oa.usage_chunk(self.kind, self.id, self.created, model, run.usage))
-                elif isinstance(ev, Failure):
-                    # Headers are sent: the error travels in the stream, where
-                    # OpenAI's clients look for it.
-                    yield _sse(oa.error_body(f"{ev.message} {ev.hint}".strip(),
-                                             type="server_error", code=ev.kind))
-            yield b"data: [DONE]\n\n"
-        finally:
-            if run.end is None:  # the client left mid-stream: stop the engine
-                run.cancel.set()
-
-    def whole(self, parsed, run: Run):
-        if isinstance(run.end, Failure):
-            return _failure_response(run.end)
-        text = "".join(run.text)
-        model = _model_name(run, parsed.model)
-        finish = oa.finish_reason(run.end.reason if run.end else None)
-        if self.kind == "chat":
-            return oa.chat_response(self.id, self.created, model, text, finish, run.usage)
-        if parsed.echo and parsed.prompt:
-            text = parsed.prompt + text
-        return oa.completion_response(self.id, self.created, model, text, finish, run.usage)
-
-
-class _InfillShape:
-    """llama.cpp server's /infill reply: {content, stop, timings}, streamed as SSE or whole."""
-
-    async def stream(self, parsed, run: Run, first, events, model: str):
-        try:
-            pending = [first]
-            while True:
-                ev = pending.pop() if pending else await anext(events, None)
-                if ev is None:
-                    break
-                if isinstance(ev, Text):
-                    yield _sse(oa.infill_chunk(model, ev.text))
-                elif isinstance(ev, Usage):
-                    model = ev.extra.get("model") or model
-                elif isinstance(ev, Stopped):
-                    yield _sse(oa.infill_final(model, "", ev.reason, run.usage))
-                elif isinstance(ev, Failure):
-                    yield _sse(oa.error_body(f"{ev.message} {ev.hint}".strip(),
-                                             type="server_error", code=ev.kind))
-        finally:
-            if run.end is None:
-                run.cancel.set()
-
-    def whole(self, parsed, run: Run):
-        if isinstance(run.end, Failure):
-            return _failure_response(run.end)
-        return oa.infill_final(_model_name(run, parsed.model), "".join(run.text),
-                               run.end.reason if run.end else None, run.usage)
 
 
 def _recorder(enabled: bool):
@@ -444,7 +347,7 @@ def _recorder(enabled: bool):
                 "prompt_tokens": u.prompt_tokens if u else None,
                 "completion_tokens": u.completion_tokens if u else None,
                 "cached_tokens": u.cached_tokens if u else None,
-                "model": _model_name(run, parsed.model) or None, "backend": "embedded",
+                "model": oa.model_name(run, parsed.model) or None, "backend": "embedded",
                 "mode": "infill" if parsed.kind == "infill" else parsed.mode,
             })
         except Exception as e:  # noqa: BLE001 - the log must never break serving
