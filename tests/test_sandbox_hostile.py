@@ -1,7 +1,9 @@
 """Hostile code: each attack must be contained AND reported, and the machine
 must stay healthy (no process outlives its run, no cgroup is left behind).
 
-Every case is bounded: timeouts of 1-3 s, small limits.
+Every case runs twice: as a fresh sandboxed process (`run_python`) and in a
+warm pooled sandbox (`Pool.run_python`), where it must also not disturb the
+runs after it. Every case is bounded: timeouts of 1-3 s, small limits.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import time
 
 import pytest
 
-from limner.sandbox import probe, run_python
+from limner.sandbox import cgroup, probe, run_python
+from limner.sandbox.pool import OWN_PROCESSES, Pool
 
 pytestmark = pytest.mark.skipif(
     probe().level != "strict", reason="bwrap sandbox unavailable: " + probe().bwrap_error
@@ -28,13 +31,42 @@ def _my_cgroups() -> list[str]:
     return [n for n in os.listdir(parent) if n.startswith(f"{os.getpid()}-")] if parent else []
 
 
+@pytest.fixture(scope="module")
+def pool():
+    with Pool(workers=1, max_procs=32) as p:
+        yield p
+    assert _my_cgroups() == [], "closing the pool left a cgroup behind"
+
+
 @pytest.fixture(autouse=True)
-def machine_stays_healthy():
+def machine_stays_healthy(pool):
     yield
-    assert _my_cgroups() == [], "a run's cgroup outlived it: some process survived"
+    parent = probe().pids_cgroup
+    if parent:
+        pooled = {os.path.basename(c) for c in pool.cgroups}
+        assert set(_my_cgroups()) <= pooled, "a run's cgroup outlived it: some process survived"
+        for name in pooled:
+            # Whatever a job did, a pooled sandbox holds only its own processes.
+            assert len(cgroup.pids(os.path.join(parent, name))) <= OWN_PROCESSES
     # And the machine still runs ordinary sandboxed code at once.
     r = run_python("print('alive')", timeout=5)
     assert r.stdout == "alive\n" and r.ok
+
+
+@pytest.fixture(params=["fresh", "pool"])
+def runner(request, pool):
+    """run(code, **limits) -> Result, in a fresh sandbox or the warm pool."""
+    if request.param == "fresh":
+        yield lambda code, **kw: run_python(code, max_procs=32, **kw)
+    else:
+        def pooled(code, **kw):
+            r = pool.run_python(code, **kw)
+            assert "warm-fork" in r.layers
+            return r
+
+        yield pooled
+        after = pool.run_python("import os\nprint(sorted(os.listdir('/tmp')), os.getcwd())", timeout=5)
+        assert after.stdout == "['job'] /tmp/job\n", after  # nothing left over from the hostile job
 
 
 @pytest.fixture
@@ -48,14 +80,14 @@ def host_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def test_network_is_unreachable_even_on_loopback():
+def test_network_is_unreachable_even_on_loopback(runner):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
     listener.setblocking(False)
     port = listener.getsockname()[1]
     try:
-        r = run_python(
+        r = runner(
             "import socket\n"
             "try:\n"
             f"    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
@@ -132,10 +164,10 @@ def test_private_keys_and_home_are_out_of_reach(host_dir):
     assert set(listed) <= {runtime}, listed
 
 
-def test_the_parents_secrets_do_not_leak_through_the_environment(monkeypatch):
+def test_the_parents_secrets_do_not_leak_through_the_environment(runner, monkeypatch):
     monkeypatch.setenv("LIMNER_TEST_SECRET", "hunter2-limner-secret")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-limner-test-secret")
-    r = run_python(
+    r = runner(
         "import os, glob\n"
         "print(dict(os.environ))\n"
         "for f in glob.glob('/proc/*/environ'):\n"
@@ -150,9 +182,9 @@ def test_the_parents_secrets_do_not_leak_through_the_environment(monkeypatch):
     assert "LIMNER_TEST_SECRET" not in r.stdout
 
 
-def test_a_fork_bomb_is_capped_and_cleaned_up():
+def test_a_fork_bomb_is_capped_and_cleaned_up(runner):
     started = time.monotonic()
-    r = run_python(
+    r = runner(
         "import os\n"
         "while True:\n"
         "    try:\n"
@@ -160,7 +192,6 @@ def test_a_fork_bomb_is_capped_and_cleaned_up():
         "    except OSError:\n"
         "        pass\n",
         timeout=2,
-        max_procs=32,
     )
     assert time.monotonic() - started < 6
     assert r.timed_out and r.killed_reason == "timeout"
@@ -168,8 +199,8 @@ def test_a_fork_bomb_is_capped_and_cleaned_up():
     assert r.isolation == "strict"
 
 
-def test_a_memory_bomb_hits_the_address_space_limit():
-    r = run_python("chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))\n",
+def test_a_memory_bomb_hits_the_address_space_limit(runner):
+    r = runner("chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))\n",
                    memory_mb=256, timeout=10)
     assert r.returncode not in (0, None)
     assert r.killed_reason == "memory"
@@ -177,13 +208,13 @@ def test_a_memory_bomb_hits_the_address_space_limit():
     assert r.seconds < 10 and not r.timed_out
 
 
-def test_an_infinite_loop_hits_the_cpu_limit():
-    r = run_python("while True:\n    pass\n", cpu_s=1, timeout=10)
+def test_an_infinite_loop_hits_the_cpu_limit(runner):
+    r = runner("while True:\n    pass\n", cpu_s=1, timeout=10)
     assert r.killed_reason == "cpu", r
     assert not r.timed_out and r.seconds < 5
 
 
-def test_a_sleep_past_the_timeout_is_killed_with_all_its_children():
+def test_a_sleep_past_the_timeout_is_killed_with_all_its_children(runner):
     code = (
         "import os, subprocess, time\n"
         "subprocess.Popen(['sleep', '300'])\n"  # same process group
@@ -193,22 +224,22 @@ def test_a_sleep_past_the_timeout_is_killed_with_all_its_children():
         "print('started', flush=True)\n"
         "time.sleep(300)\n"
     )
-    r = run_python(code, timeout=1, cpu_s=30)
+    r = runner(code, timeout=1, cpu_s=30)
     assert r.timed_out and r.killed_reason == "timeout"
     assert r.stdout == "started\n"  # output before the kill is kept
     assert r.seconds < 4
 
 
-def test_output_flooding_is_cut_and_reported():
-    r = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 4096)\n",
+def test_output_flooding_is_cut_and_reported(runner):
+    r = runner("import sys\nwhile True:\n    sys.stdout.write('x' * 4096)\n",
                    max_output=64 * 1024, timeout=10)
     assert r.killed_reason == "output" and r.truncated
     assert len(r.stdout) == 64 * 1024
     assert r.seconds < 5
 
 
-def test_a_huge_file_hits_the_file_size_limit():
-    r = run_python("open('big', 'wb').write(b'x' * (8 << 20))\n", fsize_mb=1, timeout=5)
+def test_a_huge_file_hits_the_file_size_limit(runner):
+    r = runner("open('big', 'wb').write(b'x' * (8 << 20))\n", fsize_mb=1, timeout=5)
     assert r.killed_reason == "file-size"
     assert "File too large" in r.stderr
 
@@ -239,3 +270,22 @@ def test_the_weaker_sandbox_still_kills_escaped_children(monkeypatch):
             except OSError:
                 pass
     assert survivors == []
+
+
+def test_a_pooled_job_cannot_touch_the_zygote_and_killing_it_is_survived(pool):
+    r = pool.run_python(
+        "import os\n"
+        "for path in ['/proc/2/mem', '/proc/2/environ', '/proc/2/fd/0']:\n"
+        "    try:\n"
+        "        open(path, 'rb').read(1)\n"
+        "        print('OPENED', path)\n"
+        "    except OSError as e:\n"
+        "        print('denied', path, e.errno)\n",
+        timeout=5,
+    )
+    assert "OPENED" not in r.stdout and r.stdout.count("denied") == 3, r
+    killed = pool.run_python("import os, signal\nos.kill(2, signal.SIGKILL)\nimport time\ntime.sleep(5)\n",
+                             timeout=3)
+    assert killed.killed_reason == "sandbox-died" and "died" in killed.stderr
+    again = pool.run_python("print('fresh sandbox')", timeout=5)
+    assert again.ok and again.stdout == "fresh sandbox\n"

@@ -35,9 +35,16 @@ class Limits:
 
 
 def bwrap_argv(
-    p: Probe, file_fds: dict[str, int], tmpfs_mb: int, expose: tuple[str, ...] = ()
+    p: Probe, file_fds: dict[str, int], tmpfs_mb: int, expose: tuple[str, ...] = (),
+    die_with_parent: bool = True,
 ) -> list[str]:
-    """bwrap's options (without the binary), ending in `--`."""
+    """bwrap's options (without the binary), ending in `--`.
+
+    die_with_parent uses PR_SET_PDEATHSIG, which fires when the *thread*
+    that started bwrap ends: right for one run, wrong for a pooled sandbox
+    started from a short-lived worker thread (that one ends when its
+    channel closes instead).
+    """
     if p.is_root:
         # No user namespace: one made by root maps the sandbox uid back to 0.
         # setpriv drops to 65534 inside, so keep only the caps it needs.
@@ -45,7 +52,8 @@ def bwrap_argv(
         caps = ["--cap-drop", "ALL"] + [a for c in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP") for a in ("--cap-add", c)]
     else:
         ns, caps = ["--unshare-all"], ["--cap-drop", "ALL"]
-    argv = [*ns, "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    argv = [*ns, *(["--die-with-parent"] if die_with_parent else []), "--new-session",
+            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     hidden = [d for d in _hidden_dirs() if os.path.isdir(d)]
     for d in hidden:
         if d == WORKDIR:
