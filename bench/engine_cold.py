@@ -30,7 +30,7 @@ BUFFERS = {
 
 RAW = """
 import sys, time, os
-t0 = time.perf_counter()
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as limner's engine runs llama.cpp
 devnull = os.open(os.devnull, os.O_WRONLY); saved = os.dup(2); os.dup2(devnull, 2)
 import llama_cpp
 llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=8192, n_batch=512, n_threads={t},
