@@ -106,4 +106,9 @@ def main(argv: list[str]) -> int:
             log.record_outcome(req, adapter, outcome, started=started)
         except Exception as e:  # noqa: BLE001 - the reply matters more than the log
             sys.stderr.write(f"limner: could not log this exchange: {e}\n")
+    if (req.test_cmd or req.repair_rounds) and outcome.status == "ok":
+        from limner.evals.repair import after_reply as test_and_repair  # lazy: only !test buffers
+
+        log_rounds = not (args.no_log or req.nolog or os.environ.get("LIMNER_NO_LOG"))
+        return test_and_repair(req, outcome, out, log=log_rounds)
     return outcome.exit_code
