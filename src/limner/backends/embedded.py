@@ -54,6 +54,7 @@ class EmbeddedAdapter:
         self.req = req
         self.job = job_for(req)
         self._cancel = threading.Event()
+        self._conn = None
 
     def describe(self) -> HttpCall:
         from limner.engine import models
@@ -64,8 +65,16 @@ class EmbeddedAdapter:
     def stream(self) -> Iterator[Event]:
         from limner.engine import client
 
-        yield from client.stream(self.job, self._cancel)
+        if client.inproc():
+            yield from client.local_engine().stream(self.job, self._cancel)
+            return
+        self._conn = client.Connection(self.job)
+        if self._cancel.is_set():
+            return
+        yield from self._conn.events()
 
     def close(self) -> None:
         """Cancel the generation now (Ctrl-C, or the FIM stop has seen enough)."""
         self._cancel.set()
+        if self._conn is not None:
+            self._conn.close()  # the engine sees the socket close and drops the job

@@ -253,6 +253,9 @@ class Connection:
                           "Check the runtime dir (LIMNER_RUNTIME_DIR), or use LIMNER_ENGINE=inproc.")
             return
         log_path = paths.runtime_dir() / protocol.LOG_NAME
+        if self._closed:  # cancelled while we connected
+            self.sock.close()
+            return
         try:
             self.sock.sendall(protocol.encode({"op": "stream", "job": protocol.job_to_wire(self.job)}))
             reader = self.sock.makefile("rb")
@@ -277,11 +280,25 @@ class Connection:
 
 
 def stream(job, cancel: threading.Event | None = None) -> Iterator[Event]:
-    """Events for one job, from the resident engine or (LIMNER_ENGINE=inproc) in-process."""
+    """Events for one job, from the resident engine or (LIMNER_ENGINE=inproc) in-process.
+
+    Setting `cancel` stops the job; for the resident engine that closes the
+    socket (checked every 50 ms by a helper thread that ends with the stream).
+    """
     if inproc():
         yield from local_engine().stream(job, cancel)
         return
     conn = Connection(job)
+    finished = threading.Event()
     if cancel is not None:
-        threading.Thread(target=lambda: (cancel.wait(), conn.close()), daemon=True).start()
-    yield from conn.events()
+        def watch():
+            while not finished.is_set():
+                if cancel.wait(0.05):
+                    conn.close()
+                    return
+
+        threading.Thread(target=watch, daemon=True).start()
+    try:
+        yield from conn.events()
+    finally:
+        finished.set()

@@ -154,7 +154,12 @@ class Engine:
             self._lock.release()
 
     def stream(self, job: Job, cancel: threading.Event | None = None) -> Iterator[Event]:
-        """Text chunks, one Usage, then exactly one Stopped or Failure. Never raises."""
+        """Text chunks, one Usage, then exactly one Stopped or Failure. Never raises.
+
+        Jobs hold the engine from their first `next()` to their end; a caller
+        that stops reading early must close() the generator to let the next
+        job in (a `for` loop that breaks, or garbage collection, does that).
+        """
         cancel = cancel or threading.Event()
         if not self._lock.acquire(cancel):
             yield Failure("cancelled", "the request was cancelled while it waited in the queue")
