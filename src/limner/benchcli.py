@@ -75,8 +75,17 @@ def bench_fim(argv: list[str]) -> int:
                               getattr(e, "hint", "") + " A profile (fim:NAME with !api, or a "
                               ".profile file) sends the bench to an HTTP server.") from None
         bar = bench.Progress(f"generating {len(todo)}")
+        failed = 0
         for k, task in enumerate(todo):
-            g = gen(task)
+            try:
+                g = gen(task)
+            except RuntimeError as e:  # one bad generation must not lose the run
+                failed += 1
+                sys.stderr.write(f"\n{task.id}: generation failed ({e}); skipped\n")
+                if failed > max(3, len(todo) // 10):
+                    raise LimnerError(f"{failed} generations failed; the last: {e}",
+                                      "See the model's log with LIMNER_VERBOSE=1.") from None
+                continue
             bench.append_cache(cache, g)
             gens[task.id] = g
             bar(k + 1, len(todo))

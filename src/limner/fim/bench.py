@@ -77,7 +77,9 @@ class Generator:
     def __init__(self, model: str, cap: int, temperature: float, seed: int, n_threads: int | None):
         from limner.engine.core import Engine
 
-        self.engine = Engine(n_threads=n_threads, max_models=1)
+        # No KV snapshot cache: one model, one stream of prompts; llama.cpp's own
+        # prefix reuse with the current context is all the bench needs.
+        self.engine = Engine(n_threads=n_threads, max_models=1, cache_bytes=0)
         self.model, self.cap, self.temperature, self.seed = model, cap, temperature, seed
 
     def __call__(self, task: Task) -> Generation:
