@@ -227,7 +227,7 @@ def engine_env(tmp_path_factory):
 @pytest.mark.slow
 def test_eval_humaneval_on_bundled_gemma_writes_the_report(tmp_path, engine_env):
     out = tmp_path / "gemma"
-    p = _eval(["humaneval", "--model", "gemma3-270m", "--limit", "2", "--max-tokens", "24", "--threads", "1",
+    p = _eval(["humaneval", "--model", "gemma3-270m", "--limit", "2", "--max-tokens", "16", "--threads", "1",
                "--out", str(out)], engine_env, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "gemma3-270m" in p.stdout and "report:" in p.stdout
@@ -235,8 +235,34 @@ def test_eval_humaneval_on_bundled_gemma_writes_the_report(tmp_path, engine_env)
     run, = summary["runs"]
     assert run["tasks"] == 2 and run["how"] == ["completion"]  # a base model: no chat template
     assert run["tokens_per_s"] > 0 and run["ttft_s"] > 0 and 0 <= run["pass@1"] <= 1
-    assert run["completion_tokens"] <= 24
+    assert run["completion_tokens"] <= 16
     assert all(st in ("pass", "fail", "timeout", "limit") for st in run["statuses"])
     html = (out / "report.html").read_text()
     assert '<img src="pass_at_1.png"' in html and "HumanEval/1" in html
     assert Path(out / "speed.png").exists()
+
+
+@pytest.mark.slow
+def test_codebleu_runs_in_its_own_venv_beside_our_tree_sitter(tmp_path, limner_env):
+    """--codebleu (made on first use: a pip install, about 30 s once) scores the
+    oracle 1.0 and a wrong model lower, while this venv keeps tree-sitter >= 0.25."""
+    from importlib.metadata import version
+
+    answers = _canonical_by_prompt()
+
+    def respond(body):
+        task = answers[body["prompt"]]
+        return task.reference if body["model"] == "oracle" else "    x = 0\n    return x\n"
+
+    server = ScriptedModel(respond).start()
+    try:
+        p = _eval(["humaneval", "--model", "oracle", "--model", "wrong", "--endpoint", server.url, "--limit", "3",
+                   "--mode", "completion", "--codebleu", "--no-html", "--json", "--out", str(tmp_path / "o")],
+                  limner_env, timeout=600)
+    finally:
+        server.stop()
+    assert p.returncode == 0, p.stdout + p.stderr
+    runs = {r["model"]: r for r in json.loads(p.stdout)["runs"]}
+    assert runs["oracle"]["codebleu"] == 1.0
+    assert 0 < runs["wrong"]["codebleu"] < 0.6 and runs["wrong"]["pass@1"] == 0.0
+    assert tuple(int(x) for x in version("tree-sitter").split(".")[:2]) >= (0, 25)

@@ -42,20 +42,28 @@ def _logged_ids(env) -> list[int]:
 
 
 @pytest.mark.slow
-def test_log_with_one_model_replay_on_the_other_and_on_itself(engine_env):
-    chat = ("!:model smollm2-135m\n!:max_tokens 24\n!:temperature 0\n!:n_threads 1\n"
+def test_log_with_one_model_replay_on_the_other_and_on_itself(engine_env, monkeypatch, capsys):
+    chat = ("!:model smollm2-135m\n!:max_tokens 16\n!:temperature 0\n!:n_threads 1\n"
             "!user\n\nName three colours.\n")
-    completion = ("!:model gemma3-270m\n!:max_tokens 16\n!:temperature 0\n!:n_threads 1\n!completion\n"
+    completion = ("!:model gemma3-270m\n!:max_tokens 12\n!:temperature 0\n!:n_threads 1\n!completion\n"
                   "def fibonacci(n):\n")
     for buf in (chat, completion):
         p = _limner([], engine_env, stdin=buf)
         assert p.returncode == 0, p.stdout + p.stderr
     smol_id, gemma_id = sorted(_logged_ids(engine_env))
+    # The replays run in this process (one engine, each model loaded once).
+    for k, v in engine_env.items():
+        if k.startswith(("LIMNER_", "XDG_")):
+            monkeypatch.setenv(k, v)
+    from limner import log
+
+    log.close()
 
     def rep(i, model):
-        p = _limner(["replay", "--id", str(i), "--model", model, "--threads", "1", "--json"], engine_env)
-        assert p.returncode == 0, p.stdout + p.stderr
-        return json.loads(p.stdout)
+        code = replay.main(["--id", str(i), "--model", model, "--threads", "1", "--json"])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        return json.loads(out)
 
     # Across models: the replies differ, and the numbers say by how much.
     for i, other, how in ((smol_id, "gemma3-270m", "chat"), (gemma_id, "smollm2-135m", "completion")):
@@ -67,6 +75,7 @@ def test_log_with_one_model_replay_on_the_other_and_on_itself(engine_env):
     # Same model, greedy, the logged max_tokens: no drift at all.
     same = rep(gemma_id, "gemma3-270m")
     assert same["exchanges"][0]["exact"] is True and same["summary"]["edit_similarity_mean"] == 1.0
+    log.close()
 
 
 def test_choose_by_id_search_and_time_and_rebuild_from_a_body(tmp_path, limner_env):
