@@ -164,6 +164,36 @@ def test_eval_over_two_endpoints_resumes_and_rescores_offline(tmp_path, limner_e
     assert json.loads((out / "report.json").read_text())["runs"][0]["tasks"] == 6
 
 
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, limner_env):
+    import signal
+    import sqlite3
+    import time
+
+    answers = _canonical_by_prompt()
+    server = ScriptedModel(lambda body: answers[body["prompt"]].reference, delay=0.3).start()
+    out = tmp_path / "out"
+    args = ["humaneval", "--model", "m", "--endpoint", server.url, "--workers", "1", "--limit", "8",
+            "--mode", "completion", "--out", str(out), "--no-html"]
+    try:
+        proc = subprocess.Popen(limner_command() + ["eval", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=limner_env)
+        deadline = time.monotonic() + 60
+        while len(server.requests) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and "!error" in stdout and "run the same command again" in stdout.lower()
+        stored = sqlite3.connect(out / "generations.sqlite").execute("SELECT count(*) FROM generations").fetchone()[0]
+        assert 2 <= stored < 8
+        before = len(server.requests)
+        p = _eval(args + ["--json"], limner_env)
+        assert p.returncode == 0, p.stdout
+        assert len(server.requests) - before == 8 - stored  # only the missing ones were asked
+        assert json.loads(p.stdout)["runs"][0]["pass@1"] == 1.0
+    finally:
+        server.stop()
+
+
 def test_repair_versus_resample_at_equal_samples(tmp_path, limner_env):
     """A model that is wrong at first, right once shown the failure (repair),
     and right on one sample in three (resample): the numbers must say so."""

@@ -29,6 +29,10 @@ class _Handler(BaseHTTPRequestHandler):
             server.requests.append((self.path, body))
         chat = self.path.endswith("/chat/completions")
         text = server.respond(body)
+        if server.delay:
+            import time
+
+            time.sleep(server.delay)
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
@@ -62,8 +66,9 @@ class _Server(ThreadingHTTPServer):
 class ScriptedModel:
     """`ScriptedModel(respond).start()`; `.url` is the OpenAI base URL (…/v1)."""
 
-    def __init__(self, respond):
+    def __init__(self, respond, delay: float = 0.0):
         self.httpd = _Server(("127.0.0.1", 0), _Handler)
+        self.httpd.delay = delay  # seconds before each answer (for interruption tests)
         self.httpd.respond = respond
         self.httpd.requests = []
         self.httpd.lock = threading.Lock()

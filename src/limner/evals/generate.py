@@ -158,14 +158,8 @@ def generate(plan: Plan, store, stream=None) -> int:
                 store.put(key, gen.row())
                 bar.step(_note(gen))
 
-            workers = 1 if target.engine else max(1, plan.workers)
             try:
-                if workers == 1:
-                    for job in jobs:
-                        one(job)
-                else:
-                    with ThreadPoolExecutor(workers) as pool:
-                        list(pool.map(one, jobs))
+                _run_all(one, jobs, 1 if target.engine else plan.workers)
             finally:
                 bar.close()
             asked += len(jobs)
@@ -175,7 +169,7 @@ def generate(plan: Plan, store, stream=None) -> int:
 def repair_chains(plan: Plan, store, stream=None) -> int:
     """For each task whose greedy sample failed: up to N repair rounds, each
     scored at once (the next round needs the failure). Returns rounds asked."""
-    from limner.evals import repair, score
+    from limner.evals import repair
 
     if not plan.repair:
         return 0
@@ -206,13 +200,28 @@ def repair_chains(plan: Plan, store, stream=None) -> int:
                     history.append((have, _scored(store, key, task, plan.timeout)))
                 bar.step()
 
-            workers = 1 if target.engine else max(1, plan.workers)
             try:
-                with ThreadPoolExecutor(workers) as pool:
-                    list(pool.map(chain, tasks))
+                _run_all(chain, tasks, 1 if target.engine else plan.workers)
             finally:
                 bar.close()
     return asked
+
+
+def _run_all(fn, items: list, workers: int) -> None:
+    """fn over items, serially or on a thread pool. On Ctrl-C, queued items
+    are dropped at once (only requests already in flight finish)."""
+    if workers <= 1:
+        for item in items:
+            fn(item)
+        return
+    pool = ThreadPoolExecutor(workers)
+    try:
+        for f in [pool.submit(fn, item) for item in items]:
+            f.result()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _scored(store, key, task, timeout) -> dict:
