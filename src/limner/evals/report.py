@@ -214,6 +214,7 @@ def plots(summary: dict, out: Path) -> list[str]:
             ax.bar(xs, ys, width, label=f"{model} ({variant})")
         ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(suites))], suites)
         ax.set_ylabel("pass@1")
+        ax.set_ylim(0, min(1.0, max([r["pass@1"] for r in runs] + [0.04]) * 1.2))
         ax.set_title("pass@1 by suite")
         ax.legend(fontsize=7)
         fig.tight_layout()
@@ -229,8 +230,14 @@ def plots(summary: dict, out: Path) -> list[str]:
             xs = list(range(1, res["samples"] + 1))
             ax.plot(xs, res["pass_at_k_curve"], marker="s", linestyle="--",
                     label=f"resample {res['model']} ({res['suite']})")
+        from matplotlib.ticker import MaxNLocator
+
+        top = max([max(r["solved_after_round"]) for r in summary["repair"]]
+                  + [max(r["pass_at_k_curve"]) for r in summary["resample"]] + [0.04])
+        ax.set_ylim(0, min(1.0, top * 1.2))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("samples per task")
-        ax.set_ylabel("tasks solved")
+        ax.set_ylabel("tasks solved (fraction)")
         ax.set_title("repair vs resample at equal samples")
         ax.legend(fontsize=7)
         fig.tight_layout()
