@@ -72,8 +72,7 @@ def test_reference_programs_pass_and_wrong_ones_fail_in_the_sandbox():
               + suites.load("humaneval-single").pick(3, seed=3))
     for t in picked:
         how = "fim" if t.mode == "fim" else "completion"
-        code = t.reference if how == "fim" else t.reference
-        row = score.test(t, {"code": code, "how": how})
+        row = score.test(t, {"code": t.reference, "how": how})
         assert row["status"] == "pass", (t.id, row)
         assert row["exact"] == 1 and row["edit_sim"] == 1.0
         assert row["isolation"].startswith(("strict", "basic"))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from math import comb
 
 TEST_TIMEOUT_S = 10.0
 
