@@ -295,3 +295,24 @@ def test_codebleu_runs_in_its_own_venv_beside_our_tree_sitter(tmp_path, limner_e
     assert runs["oracle"]["codebleu"] == 1.0
     assert 0 < runs["wrong"]["codebleu"] < 0.6 and runs["wrong"]["pass@1"] == 0.0
     assert tuple(int(x) for x in version("tree-sitter").split(".")[:2]) >= (0, 25)
+
+
+def test_targets_build_the_request_a_buffer_would():
+    from limner.evals.targets import Target, extract_code
+
+    local = Target.for_profile("local", "smollm2-135m")
+    assert local.engine and local.label == "local:smollm2-135m"
+    vllm = Target.for_profile("vllm", "coder", endpoints=["http://10.0.0.1:8000/v1"])
+    assert not vllm.engine and vllm.base.api == "http://10.0.0.1:8000/v1" and vllm.base.model == "coder"
+    task = suites.load("humaneval").tasks()[0]
+    req = vllm.request(task, "completion", {"max_tokens": 9, "stop": ["\ndef "]})
+    assert (req.mode, req.prompt, req.data["max_tokens"], req.data["stop"]) == ("completion", task.prompt, 9, ["\ndef "])
+    chat = vllm.request(task, "chat", {"stop": ["\ndef "]})
+    assert chat.mode == "chat" and "stop" not in chat.data and task.prompt in chat.messages[0].content
+    hole = suites.Task(id="h", mode="fim", prompt="a = 1\n", suffix="\nprint(b)\n")
+    qwen = Target.for_profile("fim:qwen", "q", endpoints=["http://h/v1"])
+    fim = qwen.request(hole, "fim", {})
+    assert fim.mode == "fim" and fim.prompt == "<|fim_prefix|>a = 1\n<|fim_suffix|>\nprint(b)\n<|fim_middle|>"
+    assert Target.for_model("m", ["http://h/v1"]).request(hole, "fim", {}).mode == "infill"
+    assert extract_code("Sure:\n```text\nout\n```\n```python\nx = 1\n```\nBye") == "x = 1\n"
+    assert extract_code("x = 1\n") == "x = 1\n"
