@@ -195,7 +195,8 @@ def summarize(results: list[dict], target_label: str) -> dict:
         "edit_similarity_median": round(statistics.median(edits), 4) if edits else None,
         "edit_similarity_min": min(edits) if edits else None,
         "token_similarity_mean": round(statistics.fmean(toks), 4) if toks else None,
-        "most_changed": [r["id"] for r in sorted(ok, key=lambda r: r["edit_similarity"])[:5]],
+        "most_changed": [r["id"] for r in sorted(ok, key=lambda r: r["edit_similarity"])
+                         if not r["exact"]][:5],
     }
 
 
