@@ -110,6 +110,7 @@ class _Loaded:
     eos_text: str
     fim: dict | None
     load_s: float
+    last_prompt: int = 0  # prompt length of the last job: the part worth a snapshot
 
 
 class Engine:
@@ -124,6 +125,7 @@ class Engine:
             cache_bytes = int(float(os.environ.get("LIMNER_CACHE_MB", "512")) * 1024 * 1024)
         self.cache = StateCache(cache_bytes)
         self._models: OrderedDict[tuple, _Loaded] = OrderedDict()
+        self._headers: dict[tuple, dict] = {}
         self._lock = _FairLock()
         self.jobs_done = 0
         self.started = time.time()
@@ -189,7 +191,7 @@ class Engine:
 
     def _get(self, model: str, mode: str, params: dict) -> tuple[_Loaded, bool]:
         name, path = registry.resolve(model, mode)
-        meta = registry.check_gguf(path, vocab=False)  # llama.cpp reads the vocab itself
+        meta = self._header(path)
         from limner.engine import gguf
 
         trained = gguf.context_length(meta) or CTX_CAP
@@ -218,6 +220,20 @@ class Engine:
         )
         self._models[key] = loaded
         return loaded, True
+
+    def _header(self, path: str) -> dict:
+        """GGUF header facts, read once per file version (not on every job)."""
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise registry.ModelError(f"cannot read model file {path}: {e.strerror}",
+                                      "Check the path given to !:model.") from None
+        key = (os.path.realpath(path), st.st_mtime_ns, st.st_size)
+        meta = self._headers.get(key)
+        if meta is None:
+            meta = registry.check_gguf(path, vocab=False)  # llama.cpp reads the vocab itself
+            self._headers[key] = meta
+        return meta
 
     @staticmethod
     def _token_text(llm, token: int) -> str:
@@ -267,7 +283,8 @@ class Engine:
 
         # Prompt evaluation, reusing the longest cached prefix.
         t0 = time.perf_counter()
-        reused = self.cache.prepare(m.path, llm, tokens)
+        reused = self.cache.prepare(m.path, llm, tokens, m.last_prompt)
+        m.last_prompt = len(tokens)
         for i in range(reused, len(tokens), m.n_batch):
             if cancel.is_set():
                 yield Usage(prompt_tokens=len(tokens), completion_tokens=0, cached_tokens=reused)

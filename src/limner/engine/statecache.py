@@ -52,12 +52,14 @@ class StateCache:
         for key in [k for k in self._entries if k[0] == model]:
             self.size -= len(self._entries.pop(key).state)
 
-    def prepare(self, model: str, llm, tokens: list[int]) -> int:
+    def prepare(self, model: str, llm, tokens: list[int], last_prompt: int | None = None) -> int:
         """Make llm's context hold the longest available prefix of `tokens`.
 
         Returns how many prompt tokens are already evaluated (the caller
         evaluates the rest). Always leaves at least one token to evaluate,
-        because sampling needs fresh logits.
+        because sampling needs fresh logits. `last_prompt`: how much of the
+        live context was the previous job's prompt; losing only its reply
+        (a buffer re-run) is not worth a snapshot, losing its prompt is.
         """
         current = llm.input_ids[: llm.n_tokens].tolist()
         here = common_prefix(current, tokens)
@@ -74,7 +76,7 @@ class StateCache:
             self._restore(llm, snap)
             self.restores += 1
             here = best
-        elif len(current) - here >= MIN_SNAPSHOT:
+        elif min(len(current), last_prompt or len(current)) - here >= MIN_SNAPSHOT:
             self._snapshot(model, llm, current, here)
         keep = min(here, len(tokens) - 1)
         if keep > 0 and llm._ctx.kv_cache_seq_rm(-1, keep, -1):
