@@ -9,8 +9,8 @@ For each bundled model (chat on SmolLM2, completion on Gemma 3):
                 loads the same model with the same settings and prints the
                 first generated token (what any one-shot script pays);
   limner warm   the same buffer again, engine resident (what later calls pay).
-And the engine's own load time per model (Engine.load in a fresh process)
-next to a bare `Llama(...)` constructor. Model files are in the page cache
+And the engine's own load time per model (Engine.load in a fresh process,
+llama_cpp already imported) next to a bare `Llama(...)` constructor. Model files are in the page cache
 (read once before timing), as they are on any machine that used them lately.
 """
 from __future__ import annotations
@@ -45,7 +45,9 @@ for tok in llm.generate(toks, temp=0.0):
 
 LOAD = """
 import sys, time
+from limner.engine import quiet
 from limner.engine.core import Engine
+quiet.import_llama()  # timed apart: both load timings exclude the import
 e = Engine(n_threads={t})
 print(e.load(sys.argv[1], sys.argv[2]))
 """
