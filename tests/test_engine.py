@@ -181,3 +181,21 @@ def test_stop_scanner_holds_back_partial_matches():
     assert s.feed("x\n") == ("x", False)
     assert s.feed("y") == ("\ny", False)
     assert s.flush() == ""
+
+
+def test_a_full_snapshot_cache_evicts_without_losing_the_restore():
+    # Room for about one snapshot: saving the live context before restoring
+    # another evicts the one being restored (a KeyError once killed a run).
+    a = "The quick brown fox jumps over the lazy dog. " * 12
+    b = "Pack my box with five dozen liquor jugs. " * 12
+    eng = Engine(n_threads=THREADS, max_models=1, cache_bytes=6 * 1024 * 1024)
+    try:
+        run = lambda p: collect(eng.stream(Job(mode="completion", model="smollm2-135m", prompt=p,  # noqa: E731
+                                               params={**GREEDY, "max_tokens": 2})))
+        for prompt in (a, b, a + "x", b + "y", a + "z"):
+            _, usage, end = run(prompt)
+            assert isinstance(end, Stopped), end
+        assert eng.cache.size <= eng.cache.capacity
+        assert usage.cached_tokens > 100  # a's context came back
+    finally:
+        eng.close()

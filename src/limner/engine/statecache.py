@@ -70,9 +70,10 @@ class StateCache:
                 if n > best:
                     best_key, best = key, n
         if best_key is not None and best - here >= MIN_GAIN:
-            self._snapshot(model, llm, current, here)
+            # Take the entry first: saving the live context may evict it.
             snap = self._entries[best_key]
             self._entries.move_to_end(best_key)
+            self._snapshot(model, llm, current, here)
             self._restore(llm, snap)
             self.restores += 1
             here = best
