@@ -112,10 +112,11 @@ def _main(args) -> int:
         store.clear_scores()
     generate.generate(plan, store)
     by_suite = {name: {t.id: t for t in ts} for name, ts in tasks.items()}
-    todo = len(store.unscored())
+    labels = {t.label for t in targets}
+    todo = sum(1 for g in store.unscored() if g["model"] in labels and g["task"] in by_suite.get(g["suite"], {}))
     if todo:
         bar = generate.Progress(todo, "scoring in the sandbox")
-        score.score_all(store, by_suite, workers=2, timeout=args.timeout, progress=bar)
+        score.score_all(store, by_suite, workers=2, timeout=args.timeout, progress=bar, models=labels)
         bar.close()
     generate.repair_chains(plan, store)
     cb = None

@@ -175,9 +175,11 @@ def test(task, gen: dict, timeout: float = TEST_TIMEOUT_S) -> dict:
 
 
 def score_all(store, tasks_by_suite: dict, workers: int = 2, timeout: float = TEST_TIMEOUT_S,
-              progress=None) -> int:
-    """Score every stored generation that has no score yet; returns how many."""
-    todo = [g for g in store.unscored() if g["task"] in tasks_by_suite.get(g["suite"], {})]
+              progress=None, models: set | None = None) -> int:
+    """Score every stored generation of these tasks (and models) that has no
+    score yet; returns how many."""
+    todo = [g for g in store.unscored() if g["task"] in tasks_by_suite.get(g["suite"], {})
+            and (models is None or g["model"] in models)]
     if not todo:
         return 0
 
