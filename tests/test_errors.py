@@ -134,6 +134,22 @@ def test_cancel_keeps_partial_text(fault_server, limner_env, sig, code, how):
     assert "Traceback" not in text + err
 
 
+def test_sigterm_after_reader_left_still_exits_143(fault_server, limner_env):
+    # An editor's "stop" may close our stdout before its SIGTERM lands: the
+    # undeliverable cancel note must not turn the exit into death by SIGPIPE.
+    proc = subprocess.Popen(limner_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=limner_env)
+    proc.stdin.write(buffer(fault_server.url("slow:100")).encode())
+    proc.stdin.close()
+    out, deadline = b"", time.monotonic() + 30
+    while b" w1" not in out and time.monotonic() < deadline:
+        out += os.read(proc.stdout.fileno(), 4096)
+    proc.stdout.close()  # the reader is gone
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 143
+    assert "Traceback" not in proc.stderr.read().decode()
+
+
 @pytest.mark.server
 def test_real_server_context_overflow(run_limner, llama_server):
     # llama_cpp.server answers a streamed over-long prompt with 200 and an

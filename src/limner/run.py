@@ -24,6 +24,13 @@ def _on_sigterm(signum, frame):  # noqa: ARG001
     raise _Cancelled()
 
 
+def _drop_stdout() -> None:
+    """Point fd 1 at /dev/null so the exit-time flush of a dead pipe is silent."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="limner", add_help=False)
     p.add_argument("--no-log", action="store_true")
@@ -90,7 +97,14 @@ def main(argv: list[str]) -> int:
             renderer.feed(event)
     except (KeyboardInterrupt, _Cancelled) as e:
         adapter.close()
-        renderer.cancel(sigterm=isinstance(e, _Cancelled))
+        # An editor that stops us may already have closed our stdout. The
+        # cancel note is then undeliverable, and that must not kill us with
+        # SIGPIPE before the partial reply is logged and we exit 130/143.
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        try:
+            renderer.cancel(sigterm=isinstance(e, _Cancelled))
+        except OSError:
+            _drop_stdout()
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     outcome = renderer.finish()
