@@ -179,6 +179,22 @@ def test_completion_without_streaming_honours_stop(server):
     assert 0 < r.usage.completion_tokens <= 24
 
 
+def test_completion_with_a_suffix_fills_in_the_middle(server):
+    r = client(server).completions.create(model="gemma3-270m", prompt="def double(x):\n    return ",
+                                          suffix="\n\nprint(double(4))\n", max_tokens=4,
+                                          temperature=0)
+    assert r.choices[0].text and 0 < r.usage.completion_tokens <= 4
+    # The log says it ran as fill-in-the-middle, not as a plain completion.
+    from limner import log
+
+    rows = []
+    deadline = time.monotonic() + 20
+    while not rows and time.monotonic() < deadline:
+        rows = [x for x in log.list(limit=5) if x.get("mode") == "fim"]
+        time.sleep(0.05)
+    assert rows and "double" in rows[0]["request_body"]["prompt"]
+
+
 def test_completion_streaming(server):
     chunks = list(client(server).completions.create(
         model="gemma3-270m", prompt="The days of the week are Monday,", max_tokens=6,
@@ -253,6 +269,7 @@ def test_unknown_model_is_400_listing_the_available_ones(server):
     ({"messages": CHAT, "max_tokens": "many"}, "max_tokens"),
     ({"messages": CHAT, "n": 3}, "n"),
     ({"messages": CHAT, "stream_options": {"include_usage": True}}, "stream_options"),
+    ({"messages": CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
 ])
 def test_bad_requests_get_400_in_openai_error_shape(server, body, param):
     content = body if isinstance(body, str) else json.dumps(body)

@@ -122,6 +122,20 @@ def params_of(body: dict) -> dict:
     return out
 
 
+def _unsupported(body: dict) -> None:
+    """Refuse what we cannot honour, rather than silently answering something else."""
+    for key in ("tools", "functions"):
+        if body.get(key):
+            raise RequestError(f"'{key}' is not supported: the engine does not do tool calls",
+                               param=key)
+    if body.get("logprobs") not in (None, False, 0):
+        raise RequestError("'logprobs' is not supported", param="logprobs")
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        raise RequestError(f"response_format {fmt.get('type')!r} is not supported; only text",
+                           param="response_format")
+
+
 def _content(content: Any, i: int) -> str:
     """A message's text; OpenAI's list-of-parts form is joined when all parts are text."""
     if content is None:
@@ -167,6 +181,7 @@ def parse_chat(body: Any) -> Parsed:
             raise RequestError(f"messages[{i}].role {m['role']!r} is not one of "
                                "system, developer, user, assistant, tool", param=f"messages[{i}].role")
         messages.append({"role": role, "content": _content(m.get("content"), i)})
+    _unsupported(body)
     stream = _flag(body, "stream")
     return Parsed("chat", _model(body), "chat", messages=messages, params=params_of(body),
                   stream=stream, include_usage=_stream_options(body, stream))
@@ -189,6 +204,7 @@ def parse_completion(body: Any) -> Parsed:
     body = _obj(body)
     prompt = _text(body, "prompt", required=True)
     suffix = _text(body, "suffix", required=False)
+    _unsupported(body)
     stream = _flag(body, "stream")
     p = Parsed("completion", _model(body), "completion", params=params_of(body), stream=stream,
                include_usage=_stream_options(body, stream), echo=_flag(body, "echo"))
