@@ -85,7 +85,7 @@ def main(argv=None) -> int:
             res = c.get("resample_any")
             ratio = f"{c['repair'] / res:.2f}" if res else ("= (both 0)" if not c["repair"] else "inf")
             lines.append(f"| {c['suite']} | {c['model']} | {c['repair_tasks']} | {c['greedy']:.3f} | "
-                         f"{c['repair']:.3f} | {res if res is not None else '-'} | {ratio} |")
+                         f"{c['repair']:.3f} | {f'{res:.3f}' if res is not None else '-'} | {ratio} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if a.append:
