@@ -15,6 +15,8 @@ import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from limner.textsim import levenshtein  # noqa: F401 - also imported from here
+
 TEST_TIMEOUT_S = 10.0
 
 
@@ -34,19 +36,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     for i in range(n - c + 1, n + 1):
         prod *= 1.0 - k / i
     return 1.0 - prod
-
-
-def levenshtein(a, b) -> int:
-    """Edit distance between two sequences (strings or token lists)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
 
 
 def _norm(s: str) -> str:

@@ -19,6 +19,8 @@ All share the Stopper's interface: feed(text) -> keep|None, finish(), reason.
 """
 from __future__ import annotations
 
+from limner.textsim import levenshtein
+
 # Top-level keywords per language, in the spirit of Tabby's language table.
 TOP_LEVEL = {
     "python": (["def", "from", "class", "import"], "#"),
@@ -80,16 +82,6 @@ class Tabby(_Policy):
             self.stop(min(hits))
 
 
-def _levenshtein(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def _below_cursor(prefix: str, suffix: str) -> str:
     """The first non-blank line below the cursor."""
     lines = suffix.split("\n")
@@ -132,7 +124,7 @@ class Continue(_Policy):
         if not line or not self.below:
             return False
         longest = max(len(line), len(self.below))
-        return _levenshtein(line, self.below) <= self.SIMILAR * longest
+        return levenshtein(line, self.below) <= self.SIMILAR * longest
 
 
 class Indent(_Policy):
