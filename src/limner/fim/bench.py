@@ -84,22 +84,10 @@ class Generator:
 
     def __call__(self, task: Task) -> Generation:
         from limner.engine.core import Job
-        from limner.events import Failure, Stopped, Text
-
         job = Job(model=self.model, mode="fim", prefix=task.prefix, suffix=task.suffix,
                   params={"max_tokens": self.cap, "temperature": self.temperature,
                           "seed": self.seed, "n_threads": self.engine.n_threads})
-        chunks, times, reason = [], [], "length"
-        t0 = time.perf_counter()
-        for ev in self.engine.stream(job):
-            if isinstance(ev, Text):
-                chunks.append(ev.text)
-                times.append(time.perf_counter() - t0)
-            elif isinstance(ev, Stopped):
-                reason = ev.reason
-            elif isinstance(ev, Failure):
-                raise RuntimeError(f"{ev.kind}: {ev.message} {ev.hint}".strip())
-        return Generation(task.id, chunks, times, time.perf_counter() - t0, reason)
+        return _collect(task.id, self.engine.stream(job))
 
 
 class HttpGenerator:
@@ -126,20 +114,8 @@ class HttpGenerator:
 
     def __call__(self, task: Task) -> Generation:
         from limner import backends
-        from limner.events import Failure, Stopped, Text
-
         adapter = backends.open(self.request(task))
-        chunks, times, reason = [], [], "length"
-        t0 = time.perf_counter()
-        for ev in adapter.stream():
-            if isinstance(ev, Text):
-                chunks.append(ev.text)
-                times.append(time.perf_counter() - t0)
-            elif isinstance(ev, Stopped):
-                reason = ev.reason
-            elif isinstance(ev, Failure):
-                raise RuntimeError(f"{ev.kind}: {ev.message} {ev.hint}".strip())
-        return Generation(task.id, chunks, times, time.perf_counter() - t0, reason)
+        return _collect(task.id, adapter.stream())
 
 
 def generator(model: str, cap: int, temperature: float, seed: int, n_threads: int | None):
@@ -365,3 +341,20 @@ class Progress:
         elif done == total or done % max(1, total // 20) == 0:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def _collect(task_id, events) -> "Generation":
+    """Record one generation's chunks with their arrival times, whatever produced them."""
+    from limner.events import Failure, Stopped, Text
+
+    chunks, times, reason = [], [], "length"
+    t0 = time.perf_counter()
+    for ev in events:
+        if isinstance(ev, Text):
+            chunks.append(ev.text)
+            times.append(time.perf_counter() - t0)
+        elif isinstance(ev, Stopped):
+            reason = ev.reason
+        elif isinstance(ev, Failure):
+            raise RuntimeError(f"{ev.kind}: {ev.message} {ev.hint}".strip())
+    return Generation(task_id, chunks, times, time.perf_counter() - t0, reason)
