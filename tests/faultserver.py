@@ -21,7 +21,10 @@ Modes (arguments after a colon, e.g. `status:401`, `disconnect:3`):
     malformed     one good chunk, then `data: this is not json`
     notjson       200 text/html that is neither JSON nor SSE
     badutf8       two good chunks, then bytes that are not UTF-8
+    badutf8-late  three good events and then bad bytes, all in one write (so one read)
     stall:S       one chunk, then S seconds of silence (past the client's read timeout)
+    silent:S      read the request, then send nothing at all (no status line) for S
+                  seconds or until the client hangs up
     slow:N        N chunks, one every 0.1 s (for Ctrl-C / SIGTERM tests)
 
 Every request is recorded in `server.requests` as (path, headers, body bytes).
@@ -30,6 +33,7 @@ Run it by hand with `python tests/faultserver.py` (prints its base URL).
 from __future__ import annotations
 
 import json
+import select
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -232,6 +236,24 @@ class Handler(BaseHTTPRequestHandler):
         self._words(chat, WORDS[2:])
         self._event("[DONE]")
         self._end()
+
+    def mode_badutf8_late(self, arg, chat):
+        self._start()
+        good = b"".join(b"data: %s\n\n" % json.dumps(openai_chunk(w, chat)).encode()
+                        for w in WORDS[:3])
+        bad = b'data: {"choices":[{"index":0,"delta":{"content":"\xff\xfe"}}]}\n\n'
+        self._chunk(good + bad)
+        self._words(chat, WORDS[3:])
+        self._event("[DONE]")
+        self._end()
+
+    def mode_silent(self, arg, chat):
+        self.close_connection = True
+        deadline = time.monotonic() + float(arg or 60)
+        while time.monotonic() < deadline:  # until the client gives up and closes
+            ready, _, _ = select.select([self.connection], [], [], 0.1)
+            if ready and not self.connection.recv(4096):
+                return
 
     def mode_stall(self, arg, chat):
         self._start()

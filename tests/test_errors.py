@@ -51,6 +51,8 @@ CASES = [
     ("notjson", ["neither JSON nor an event stream", "Welcome to nginx"],
      ["API endpoint, not a web page"], ""),
     ("badutf8", ["not valid UTF-8"], ["text above arrived intact"], "Hello,"),
+    # The good events and the bad bytes arrive in one read: the events are kept.
+    ("badutf8-late", ["not valid UTF-8"], ["text above arrived intact"], "Hello, this"),
 ]
 
 
@@ -86,12 +88,58 @@ def test_dns_failure(run_limner):
 
 
 def test_read_timeout_keeps_text(run_limner, fault_server):
-    proc = run_limner(buffer(fault_server.url("stall:3")),
-                      env={"LIMNER_READ_TIMEOUT": "0.5"})
+    proc = run_limner(buffer(fault_server.url("stall:3"), "!timeout 0.5\n"))
     assert_clean(proc)
     assert proc.stdout.startswith("\n\n!assistant\n\nHello\n\n!error")
     err = error_text(proc.stdout)
-    assert "sent nothing for 0.5 s (read timeout)" in err and "LIMNER_READ_TIMEOUT" in err
+    assert "sent nothing more for 0.5 s mid-reply (timeout)" in err
+    assert "from !timeout at line 2" in err and "text above" in err
+
+
+# (buffer lines, command-line flags, environment, where the 1 s came from):
+# !timeout > --timeout > $LIMNER_TIMEOUT.
+TIMEOUT_SOURCES = [
+    ("!timeout 1\n", [], {}, "!timeout at line 2"),
+    ("", ["--timeout", "1"], {}, "--timeout"),
+    ("", [], {"LIMNER_TIMEOUT": "1"}, "$LIMNER_TIMEOUT"),
+    ("!timeout 1\n", ["--timeout", "30"], {"LIMNER_TIMEOUT": "30"}, "!timeout at line 2"),
+    ("", ["--timeout", "1"], {"LIMNER_TIMEOUT": "30"}, "--timeout"),
+]
+
+
+@pytest.mark.parametrize("extra,args,env,source", TIMEOUT_SOURCES,
+                         ids=["directive", "flag", "env", "directive-wins", "flag-beats-env"])
+def test_silent_server_times_out(run_limner, fault_server, extra, args, env, source):
+    # A server that takes the connection and never sends a status line used to
+    # hold limner for the whole 300 s default.
+    started = time.monotonic()
+    proc = run_limner(buffer(fault_server.url("silent:60"), extra), *args, env=env)
+    assert time.monotonic() - started < 20  # 1 s, plus start-up on a loaded box
+    assert_clean(proc)
+    assert "!assistant" not in proc.stdout
+    message, _, hint = error_text(proc.stdout).partition("\n")
+    assert "accepted the connection but sent no answer for 1 s (timeout)" in message
+    assert f"The timeout is 1 s, from {source}." in hint
+    for knob in ("!timeout SECONDS", "--timeout SECONDS", "LIMNER_TIMEOUT"):
+        assert knob in hint
+
+
+def test_bad_timeout_is_refused_before_sending(run_limner, fault_server):
+    sent = len(fault_server.requests)
+    proc = run_limner(buffer(fault_server.url("ok"), "!timeout abc\n"))
+    assert_clean(proc, code=2)
+    err = error_text(proc.stdout)
+    assert err.startswith("line 2: !timeout needs a number of seconds greater than 0, not 'abc'")
+    assert "e.g. !timeout 30" in err
+    check = run_limner("!user\nhi\n!timeout 0\n", "check")
+    assert check.returncode == 1 and "3: !timeout needs a number of seconds" in check.stdout
+    proc = run_limner(buffer(fault_server.url("ok")), env={"LIMNER_TIMEOUT": "-1"})
+    assert_clean(proc, code=2)
+    assert "$LIMNER_TIMEOUT must be a number of seconds greater than 0, not '-1'" in proc.stdout
+    proc = run_limner(buffer(fault_server.url("ok")), "--timeout", "nan")
+    assert_clean(proc, code=2)
+    assert "--timeout: needs a number of seconds greater than 0, not 'nan'" in proc.stderr
+    assert len(fault_server.requests) == sent  # nothing went out
 
 
 def test_buffer_errors_exit_2_with_the_line(run_limner):

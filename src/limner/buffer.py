@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from limner import context, profiles
 from limner.errors import BufferError
 from limner.gotext import env_names, go_expand_env, go_fields, go_json, go_trim_space, interpolate, template_keys
-from limner.request import CHAT, COMPLETION, FIM, INFILL, INVALID_URL, Message, Request
+from limner.request import CHAT, COMPLETION, FIM, INFILL, INVALID_URL, Message, Request, parse_seconds
 
 BACKENDS = ("openai", "llamacpp", "anthropic", "embedded")  # see backends/__init__.py
 
@@ -62,6 +62,7 @@ DIRECTIVES: tuple[Directive, ...] = (
     Directive("!test", "!test CMD", "run CMD to verify the reply's code", "on_test", "limner"),
     Directive("!repair", "!repair N", "on failed checks or tests, ask the model to fix it up to N times", "on_repair", "limner"),
     Directive("!lang", "!lang NAME", "the source language of an !infill buffer (for the syntax-aware stop)", "on_lang", "limner"),
+    Directive("!timeout", "!timeout SECONDS", "how long to wait for the server's first byte and between chunks (default 300; HTTP only)", "on_timeout", "limner"),
 )
 _BY_NAME = {d.name: d for d in DIRECTIVES if not d.prefix}
 _FLAGS = {"!debug": "debug", "!stats": "stats", "!gpt-oss": "gpt_oss", "!nolog": "nolog", "!check": "checks"}
@@ -312,6 +313,16 @@ class _Parser:
 
     def on_lang(self, args, at):
         self.req.language = go_trim_space(args) or None
+
+    def on_timeout(self, args, at):
+        value = go_trim_space(args)
+        seconds = parse_seconds(value)
+        if seconds is None:
+            return self.fail(at, f"!timeout needs a number of seconds greater than 0, not {value!r}",
+                             "e.g. !timeout 30 (or 0.5); the default is 300")
+        if self.req.timeout is None or at.depth == 0:  # as !api: the buffer wins
+            where = f"in {at.where.rstrip(': ')}" if at.depth else f"at line {at.line}"
+            self.req.timeout, self.req.timeout_from = seconds, f"!timeout {where}"
 
     # -- after the text: default profile, then the mode's fields --------------
 

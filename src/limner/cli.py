@@ -37,6 +37,8 @@ options (for the default run):
   --no-log        do not record this exchange
   --profile NAME  default profile when the buffer names none ($LIMNER_PROFILE)
   --verbose       let the engine's own logging through to stderr
+  --timeout SECS  how long to wait for a server's first byte and between chunks
+                  (default 300; $LIMNER_TIMEOUT; a buffer's !timeout wins)
   -h, --help      show this help
   --version       print the version
 

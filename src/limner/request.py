@@ -5,6 +5,7 @@ an HTTP call (or an engine call). Nothing here touches the network.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,15 @@ CHAT = "chat"
 COMPLETION = "completion"
 INFILL = "infill"  # llama.cpp /infill with input_prefix / input_suffix
 FIM = "fim"  # a template filled with {prefix}/{suffix}, sent as a completion
+
+
+def parse_seconds(text: str) -> float | None:
+    """A timeout as written (`!timeout`, --timeout, $LIMNER_TIMEOUT): finite and > 0, else None."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 @dataclass
@@ -67,6 +77,10 @@ class Request:
     checks: bool = False  # !check: run code checks on the reply
     test_cmd: str | None = None  # !test CMD (verify issue)
     repair_rounds: int = 0  # !repair N
+    # !timeout (or --timeout): seconds to wait for the server's first byte and
+    # between chunks; None = $LIMNER_TIMEOUT or the default (backends/base.py).
+    timeout: float | None = None
+    timeout_from: str = ""  # "!timeout at line 3", "--timeout": named in the error
     text: str = ""  # the raw buffer, for hashing and logging
 
     @property

@@ -36,7 +36,17 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-log", action="store_true")
     p.add_argument("--profile")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS")
     return p.parse_args(argv)
+
+
+def _seconds(text: str) -> float:
+    from limner.request import parse_seconds
+
+    value = parse_seconds(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"needs a number of seconds greater than 0, not {text!r}")
+    return value
 
 
 def _decode(raw: bytes) -> str:
@@ -68,6 +78,8 @@ def main(argv: list[str]) -> int:
     try:
         text = _decode(sys.stdin.buffer.read())
         req = buffer.parse(text, default_profile=args.profile)
+        if req.timeout is None and args.timeout is not None:  # the buffer's !timeout wins
+            req.timeout, req.timeout_from = args.timeout, "--timeout"
         from limner import backends
 
         adapter = backends.open(req)

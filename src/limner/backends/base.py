@@ -10,6 +10,7 @@ message and a hint (see errormap.py).
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from typing import Any, Iterator
 
 from limner.errors import BufferError
 from limner.events import Event, Failure, Stopped, Text, Usage
-from limner.request import INVALID_URL, HttpCall, Request
+from limner.request import INVALID_URL, HttpCall, Request, parse_seconds
 
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 300.0
@@ -176,19 +177,32 @@ def endpoint_url(req: Request, endpoint: str) -> str:
     return api + endpoint
 
 
-def timeouts() -> tuple[float, float]:
-    """(connect, read) seconds, from $LIMNER_CONNECT_TIMEOUT / $LIMNER_READ_TIMEOUT."""
+def _env_seconds(name: str) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    value = parse_seconds(raw)
+    if value is None:
+        raise BufferError(f"${name} must be a number of seconds greater than 0, not {raw!r}",
+                          f"Fix it (e.g. {name}=60) or unset it.")
+    return value
 
-    def env(name: str, default: float) -> float:
-        try:
-            value = float(os.environ.get(name, ""))
-            return value if value > 0 else default
-        except ValueError:
-            return default
 
-    return env("LIMNER_CONNECT_TIMEOUT", CONNECT_TIMEOUT_S), env(
-        "LIMNER_READ_TIMEOUT", READ_TIMEOUT_S
-    )
+def timeouts(req: Request | None = None) -> tuple[float, float, str]:
+    """(connect, read, where the read timeout came from).
+
+    The read timeout covers the wait for the first byte and each wait between
+    chunks: `!timeout` > `--timeout` > $LIMNER_TIMEOUT > 300 s. Connecting
+    keeps its own short limit. A bad variable is a BufferError (exit 2).
+    """
+    connect = _env_seconds("LIMNER_CONNECT_TIMEOUT") or CONNECT_TIMEOUT_S
+    if req is not None and req.timeout is not None:
+        return connect, req.timeout, req.timeout_from or "!timeout"
+    for name in ("LIMNER_TIMEOUT", "LIMNER_READ_TIMEOUT"):  # the second: its old name
+        value = _env_seconds(name)
+        if value is not None:
+            return connect, value, f"${name}"
+    return connect, READ_TIMEOUT_S, "the default"
 
 
 def load_httpx():
@@ -259,6 +273,7 @@ class HttpAdapter:
     def __init__(self, req: Request):
         self.req = req
         self.url = self.build_url()  # raises BufferError before anything is sent
+        self.connect_s, self.read_s, self.read_from = timeouts(req)  # so does a bad timeout
         self._client = None
         self._response = None
         self._closed = False
@@ -320,13 +335,12 @@ class HttpAdapter:
         httpx = load_httpx()
         call = self.describe()
         payload = encode_go_json(call.body)
-        connect, read = timeouts()
         # Loading the CA bundle costs 50-90 ms per client; plain http:// needs
         # none. Redirects are then not followed: one could lead to https
         # without verification (a 3xx becomes an !error naming the target).
         plain = call.url.lower().startswith("http://")
         self._client = httpx.Client(
-            timeout=httpx.Timeout(read, connect=connect),
+            timeout=httpx.Timeout(self.read_s, connect=self.connect_s),
             verify=not plain, follow_redirects=not plain,
         )
         request = self._client.build_request(
@@ -389,16 +403,10 @@ class HttpAdapter:
     def _sse(self, chunks: Iterator[bytes]) -> Iterator[Event]:
         from limner.backends import errormap
 
-        decode = codecs.getincrementaldecoder("utf-8")("strict").decode
         pending, data_lines, seen, done_marker = "", [], 0, False
-        consumed = 0  # bytes decoded so far, for the UTF-8 error's position
-        for piece in chunks:
-            try:
-                pending += decode(piece)
-            except UnicodeDecodeError as e:
-                yield errormap.bad_utf8(consumed + e.start, self, streamed=seen > 0)
-                return
-            consumed += len(piece)
+        bad_at: list[int] = []  # where invalid UTF-8 began, once it has
+        for text in _utf8_text(chunks, bad_at):
+            pending += text
             *lines, pending = pending.split("\n")
             for line in lines:
                 line = line.rstrip("\r")
@@ -428,10 +436,8 @@ class HttpAdapter:
                     return
             if done_marker or self.done:
                 break
-        try:
-            pending += decode(b"", final=True)
-        except UnicodeDecodeError as e:
-            yield errormap.bad_utf8(consumed + e.start, self, streamed=seen > 0)
+        if bad_at:  # the events before the bad bytes are out; the rest is lost
+            yield errormap.bad_utf8(bad_at[0], self, streamed=seen > 0)
             return
         if data_lines:
             yield errormap.malformed("\n".join(data_lines), self)
@@ -455,6 +461,24 @@ class HttpAdapter:
                 return
             self.usage = merge_usage(self.usage, obj)
         yield from self.on_chunk(obj)
+
+
+def _utf8_text(chunks: Iterator[bytes], bad_at: list[int]) -> Iterator[str]:
+    """The stream decoded as it arrives, strictly. At the first invalid byte it
+    yields the valid text before it (one read often holds several events, and
+    they are kept), records the byte's offset in bad_at, and stops."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    consumed = 0  # bytes fed to the decoder so far
+    for piece in itertools.chain(chunks, [None]):  # None: the end, flush the decoder
+        piece, final = piece or b"", piece is None
+        try:
+            yield decoder.decode(piece, final=final)
+        except UnicodeDecodeError as e:
+            # e.object is the bytes the decoder held back, then this piece.
+            yield e.object[: e.start].decode("utf-8")
+            bad_at.append(consumed + len(piece) - len(e.object) + e.start)
+            return
+        consumed += len(piece)
 
 
 def _prepend(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

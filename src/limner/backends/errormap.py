@@ -32,11 +32,11 @@ def _causes(e: BaseException):
 
 def from_exception(e: Exception, adapter: Any) -> Failure:
     """A Python/httpx exception raised while sending or reading -> a Failure."""
-    from limner.backends.base import load_httpx, timeouts
+    from limner.backends.base import load_httpx
 
     httpx = load_httpx()
     url, line = adapter.url, adapter.req.api_line
-    connect_s, read_s = timeouts()
+    connect_s = adapter.connect_s
     chain = list(_causes(e))
     if isinstance(e, httpx.ConnectError):
         if any(isinstance(c, socket.gaierror) for c in chain) or re.search(
@@ -64,10 +64,7 @@ def from_exception(e: Exception, adapter: Any) -> Failure:
             "Check that the host is reachable; raise LIMNER_CONNECT_TIMEOUT (seconds) "
             "if it is only slow.", line=line)
     if isinstance(e, httpx.TimeoutException):  # read, write or pool
-        return Failure(
-            "timeout", f"the server sent nothing for {read_s:g} s (read timeout) at {url}",
-            "The server may be stuck or overloaded; check its log. If it is only slow "
-            "(a big model, a long prompt), raise LIMNER_READ_TIMEOUT (seconds).")
+        return timed_out(e, adapter)
     if isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError)):
         return cut_short(adapter, detail=str(e))
     if isinstance(e, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
@@ -84,6 +81,25 @@ def from_exception(e: Exception, adapter: Any) -> Failure:
                        "Check the !> header values (ASCII only) and !: values.")
     return Failure("http", f"the request to {url} failed: {type(e).__name__}: {e}",
                    "Check the server and !api; re-run to retry.")
+
+
+def timed_out(e: Exception, adapter: Any) -> Failure:
+    """The read timeout ran out: say what we were waiting for, and how to wait longer."""
+    seconds, url = f"{adapter.read_s:g} s", adapter.url
+    if type(e).__name__ == "WriteTimeout":
+        what = f"the server at {url} took the request no further for {seconds} (timeout while sending)"
+    elif adapter._response is None:  # not even a status line
+        what = (f"the server at {url} accepted the connection but sent no answer "
+                f"for {seconds} (timeout)")
+    else:
+        what = f"the server at {url} sent nothing more for {seconds} mid-reply (timeout)"
+    kept = "The text above, if any, is what arrived. " if adapter._response is not None else ""
+    return Failure(
+        "timeout", what,
+        f"{kept}The timeout is {seconds}, from {adapter.read_from}. If the server is only "
+        "slow (a big model, a long prompt), wait longer with `!timeout SECONDS` in the "
+        "buffer, `limner --timeout SECONDS` or LIMNER_TIMEOUT=SECONDS; if it is stuck, "
+        "check its log.")
 
 
 def cut_short(adapter: Any, detail: str = "") -> Failure:
