@@ -7,6 +7,8 @@
     models.py    bundled + registered models, `limner models`
     gguf.py      a pure-Python GGUF metadata reader (no llama_cpp import)
     daemon.py    the resident engine process on a Unix socket
+    supervisor   the engine's parent: records a death by signal (engine.exit.json)
+    crash.py     naming a crash in the !error; crashes in a row; a build for another CPU
     client.py    connect-or-spawn, streaming client; LIMNER_ENGINE=inproc
     protocol.py  the JSON-lines wire format
     control.py   `limner engine status|stop`

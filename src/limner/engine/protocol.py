@@ -25,6 +25,8 @@ LOCK_NAME = "engine.lock"
 PID_NAME = "engine.pid"
 LOG_NAME = "engine.log"
 STAMP_NAME = "engine.stamp"
+EXIT_NAME = "engine.exit.json"  # written by the supervisor when the engine dies by a signal
+CRASHES_NAME = "engine.crashes.json"  # crashes in a row, per model (crash.py)
 
 
 def code_stamp() -> str:
