@@ -7,6 +7,10 @@ Engine's fair lock queues jobs in arrival order. A client that closes its
 socket cancels its job. After LIMNER_ENGINE_IDLE seconds (default 600)
 without work it removes its socket and exits.
 
+Its stdout and stderr are engine.log, and everything lands there: llama.cpp's
+own log (quiet.keep_log) and, if it crashes, Python's faulthandler dump of
+every thread. Its parent is supervisor.py, which records a death by signal.
+
 Run by hand for debugging: python -m limner.engine.daemon --dir DIR
 """
 from __future__ import annotations
@@ -196,9 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.dir:
         os.environ["LIMNER_RUNTIME_DIR"] = args.dir
     rdir = paths.runtime_dir()
-    from limner.engine import quiet
+    import faulthandler
 
+    from limner.engine import crash, quiet
+
+    faulthandler.enable(file=sys.stderr, all_threads=True)  # a crash leaves its stacks in the log
+    quiet.keep_log()
     quiet.calm_openmp()
+    refused = crash.refusal()
+    if refused:  # the client checks first; this covers an engine started by hand
+        log(f"refusing to start: {refused[0]}. {refused[1]}")
+        return 78  # EX_CONFIG
+    log(f"engine {os.getpid()} starting; llama.cpp build {crash.build_key() or 'not from scripts/setup'}")
     verbose = os.environ.get("LIMNER_VERBOSE") == "1"
     daemon = Daemon(rdir, args.idle or paths.idle_seconds(), verbose)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())

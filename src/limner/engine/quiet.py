@@ -3,7 +3,9 @@
 llama.cpp logs through a callback (which llama-cpp-python routes to stderr
 even with verbose=False) and, during backend and model load, some messages go
 straight to fd 2. We install a no-op callback and point fd 2 at /dev/null
-around the import and the load. `--verbose` / LIMNER_VERBOSE=1 lets it all through.
+around the import and the load. `--verbose` / LIMNER_VERBOSE=1 lets it all through,
+and so does the resident engine (keep_log): its fd 2 is engine.log, where
+llama.cpp's lines are the record of what went wrong.
 """
 from __future__ import annotations
 
@@ -15,6 +17,14 @@ import threading
 
 _callback = None  # keep a reference: ctypes callbacks must outlive their use
 _fd_lock = threading.Lock()
+_to_log = False  # fd 2 is a log file (the resident engine), not a terminal
+
+
+def keep_log() -> None:
+    """The resident engine: its fd 2 is engine.log, so llama.cpp's own log
+    (and a GGML_ASSERT's last words) must go there, never to /dev/null."""
+    global _to_log
+    _to_log = True
 
 
 @contextlib.contextmanager
@@ -49,32 +59,61 @@ def calm_openmp() -> None:
 
 
 def import_llama(verbose: bool = False):
-    """Import llama_cpp with its log callback replaced by a no-op (unless verbose)."""
+    """Import llama_cpp with its log callback replaced: a no-op, or in the
+    resident engine one that writes to the log (unless verbose: all of it)."""
     global _callback
     calm_openmp()
-    with stderr_silenced(not verbose):
+    with stderr_silenced(not (verbose or _to_log)):
         import llama_cpp
     if not verbose and _callback is None:
-        @llama_cpp.llama_log_callback
-        def _drop(level, text, user_data):  # noqa: ARG001
-            return None
-
-        _callback = _drop
+        _callback = _to_fd2(llama_cpp) if _to_log else _dropper(llama_cpp)
         llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
     return llama_cpp
 
 
+def _dropper(llama_cpp):
+    @llama_cpp.llama_log_callback
+    def _drop(level, text, user_data):  # noqa: ARG001
+        return None
+
+    return _drop
+
+
+GGML_LOG_DEBUG, GGML_LOG_CONT = 1, 5  # ggml.h's ggml_log_level
+
+
+def _to_fd2(llama_cpp):
+    # Everything but DEBUG: that level logs every graph build, hundreds of
+    # lines per token, and would bury the lines that say what went wrong.
+    last = [0]
+
+    @llama_cpp.llama_log_callback
+    def _write(level, text, user_data):  # noqa: ARG001
+        if level != GGML_LOG_CONT:
+            last[0] = level
+        if last[0] != GGML_LOG_DEBUG and text:
+            try:
+                os.write(2, text)
+            except OSError:
+                pass
+
+    return _write
+
+
 def load_llama(path: str, *, verbose: bool = False, **kwargs):
     llama_cpp = import_llama(verbose)
-    with stderr_silenced(not verbose):
+    # In the resident engine fd 2 stays on the log through the load, where a
+    # failing load writes straight to it (llama-cpp-python would null it).
+    loud = verbose or _to_log
+    with stderr_silenced(not loud):
         llm = llama_cpp.Llama(
-            model_path=path, verbose=verbose,
+            model_path=path, verbose=loud,
             # Full-size sliding-window cache: without it llama.cpp cannot trim a
             # SWA model's (Gemma 3's) KV to a common prefix and re-reads everything.
             swa_full=True,
             **kwargs,
         )
     if not verbose:
-        # Llama() re-installed llama-cpp-python's own logger; put ours back.
+        # Llama() may re-install llama-cpp-python's own logger; put ours back.
         llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
     return llm
