@@ -66,7 +66,7 @@ class EmbeddedAdapter:
         from limner.engine import client
 
         if client.inproc():
-            yield from client.local_engine().stream(self.job, self._cancel)
+            yield from client.inproc_stream(self.job, self._cancel)
             return
         self._conn = client.Connection(self.job)
         if self._cancel.is_set():

@@ -4,7 +4,10 @@
 user's engine socket; if nothing answers, it starts the engine (a detached
 process, see daemon.py) under a lock file so racing clients start only
 one. If an engine was there before and died (kill -9, OOM), it says so in
-one line on stderr and starts a fresh one.
+one line on stderr and starts a fresh one. The engine runs under a
+supervisor (supervisor.py) that records a death by signal, so a reply cut
+off by a crash ends in an `!error` that names the signal and the model
+(crash.py), and a build that keeps crashing is named as such, not retried.
 
 LIMNER_ENGINE=inproc skips all this and runs the Engine inside the calling
 process (tests, benchmarks, debugging).
@@ -23,11 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from limner.engine import paths, protocol
-from limner.events import Event, Failure
+from limner.engine import crash, paths, protocol
+from limner.events import Event, Failure, Stopped, Text
 
 START_TIMEOUT_S = float(os.environ.get("LIMNER_ENGINE_START_TIMEOUT", "60"))
-CRASH_NOTICE = "limner: the engine stopped unexpectedly; started a new one\n"
 
 
 class EngineUnavailable(Exception):
@@ -54,10 +56,23 @@ def local_engine():
     global _engine
     with _engine_lock:
         if _engine is None:
+            refused = crash.refusal()
+            if refused:
+                raise EngineUnavailable(*refused)
             from limner.engine.core import Engine
 
             _engine = Engine(verbose=os.environ.get("LIMNER_VERBOSE") == "1")
         return _engine
+
+
+def inproc_stream(job, cancel: threading.Event | None = None) -> Iterator[Event]:
+    """local_engine().stream(job), with a refused build as a Failure."""
+    try:
+        engine = local_engine()
+    except EngineUnavailable as e:
+        yield Failure("engine", e.message, e.hint)
+        return
+    yield from engine.stream(job, cancel)
 
 
 # ---------------------------------------------------------------- the daemon
@@ -129,7 +144,10 @@ def connect(spawn: bool = True) -> socket.socket | None:
             return _connect(sock_path)  # another client started it meanwhile
         except OSError:
             pass
-        crashed = False
+        refused = crash.refusal()
+        if refused:  # a llama.cpp built for another CPU would die on its first decode
+            raise EngineUnavailable(*refused)
+        notice = ""
         try:
             pid = int(pid_path.read_text().strip() or 0)
         except (OSError, ValueError):
@@ -137,7 +155,7 @@ def connect(spawn: bool = True) -> socket.socket | None:
         if pid:
             # A clean exit removes the pid file; finding it means the engine died,
             # or hangs without answering (then it is ours to replace).
-            crashed = True
+            notice = crash.start_notice(rdir, pid)
             if _pid_alive(pid) and _is_engine(pid):
                 try:
                     os.kill(pid, 9)
@@ -145,13 +163,14 @@ def connect(spawn: bool = True) -> socket.socket | None:
                     pass
         for stale in (sock_path, pid_path):
             stale.unlink(missing_ok=True)
+        started = time.time()
         proc = _spawn(rdir, log_path)
-        if crashed:
-            sys.stderr.write(CRASH_NOTICE)
+        if notice:
+            sys.stderr.write(notice)
             sys.stderr.flush()
         if os.environ.get("LIMNER_VERBOSE") == "1":
             sys.stderr.write(f"limner: started the engine (pid {proc.pid}); its log: {log_path}\n")
-        return _wait_ready(proc, sock_path, log_path)
+        return _wait_ready(proc, sock_path, log_path, started)
 
 
 def _same_code(rdir: Path) -> bool:
@@ -189,14 +208,16 @@ def _spawn(rdir: Path, log_path: Path) -> subprocess.Popen:
     with open(log_path, "ab") as log:
         os.chmod(log_path, 0o600)
         return subprocess.Popen(
-            [sys.executable, "-m", "limner.engine.daemon", "--dir", str(rdir)],
+            # The supervisor runs the engine as its child and records how it dies.
+            [sys.executable, "-m", "limner.engine.supervisor", "--dir", str(rdir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True,
             start_new_session=True,  # Ctrl-C in the user's terminal must not reach it
             cwd="/",
         )
 
 
-def _wait_ready(proc: subprocess.Popen, sock_path: Path, log_path: Path) -> socket.socket:
+def _wait_ready(proc: subprocess.Popen, sock_path: Path, log_path: Path,
+                started: float) -> socket.socket:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
@@ -204,10 +225,9 @@ def _wait_ready(proc: subprocess.Popen, sock_path: Path, log_path: Path) -> sock
         except OSError:
             pass
         if proc.poll() is not None:
-            raise EngineUnavailable(
-                f"the engine exited while starting (status {proc.returncode})",
-                f"See its log: {log_path}",
-            )
+            rec = crash.read_exit(sock_path.parent, None, started)
+            how = f"crashed ({rec.get('name')})" if rec else f"exited (status {proc.returncode})"
+            raise EngineUnavailable(f"the engine {how} while starting", f"See its log: {log_path}")
         time.sleep(0.01)
     raise EngineUnavailable(f"the engine did not start within {START_TIMEOUT_S:.0f}s",
                             f"See its log: {log_path}")
@@ -252,10 +272,14 @@ class Connection:
             yield Failure("engine", f"cannot reach the engine: {e}",
                           "Check the runtime dir (LIMNER_RUNTIME_DIR), or use LIMNER_ENGINE=inproc.")
             return
-        log_path = paths.runtime_dir() / protocol.LOG_NAME
+        since = time.time()
+        rdir = paths.runtime_dir()
+        log_path = rdir / protocol.LOG_NAME
+        engine_pid = crash.peer_pid(self.sock) or _pid_in(rdir)
         if self._closed:  # cancelled while we connected
             self.sock.close()
             return
+        got_text = False
         try:
             self.sock.sendall(protocol.encode({"op": "stream", "job": protocol.job_to_wire(self.job)}))
             reader = self.sock.makefile("rb")
@@ -267,16 +291,48 @@ class Connection:
                                  f"This is a limner bug; see {log_path}")
                 if ev is None:
                     continue
+                got_text = got_text or isinstance(ev, Text)
+                if isinstance(ev, Stopped):
+                    self._forget_crashes(rdir)  # before yielding: the caller may stop reading here
                 yield ev
-                if ev.__class__.__name__ in ("Stopped", "Failure"):
+                if isinstance(ev, (Stopped, Failure)):
                     return
         except OSError:
             pass
         finally:
             self.sock.close()
         if not self._closed:
-            yield Failure("engine", "the engine stopped unexpectedly in the middle of the reply",
-                          f"Run again: a fresh engine starts by itself. Its log: {log_path}")
+            yield self._died(rdir, engine_pid, since, got_text)
+
+    def _model(self) -> str:
+        from limner.engine import models
+
+        return self.job.model or models.default_for(self.job.mode)
+
+    def _forget_crashes(self, rdir: Path) -> None:
+        try:
+            crash.forget(rdir, self._model())
+        except OSError:
+            pass
+
+    def _died(self, rdir: Path, pid: int, since: float, got_text: bool) -> Failure:
+        """The engine went away mid-job: name how, from its supervisor's record."""
+        try:
+            rec = crash.wait_exit(rdir, pid, since) if pid else None
+            message, hint = crash.explain(rdir, self._model(), rec, got_text)
+            if rec:
+                crash.mark_reported(rdir, rec)
+        except Exception:  # noqa: BLE001 - the report of a crash must not crash
+            message, hint = ("the engine stopped unexpectedly in the middle of the reply",
+                             f"{crash.RUN_AGAIN} Its log: {rdir / protocol.LOG_NAME}")
+        return Failure("engine", message, hint)
+
+
+def _pid_in(rdir: Path) -> int:
+    try:
+        return int((rdir / protocol.PID_NAME).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def stream(job, cancel: threading.Event | None = None) -> Iterator[Event]:
@@ -286,7 +342,7 @@ def stream(job, cancel: threading.Event | None = None) -> Iterator[Event]:
     socket (checked every 50 ms by a helper thread that ends with the stream).
     """
     if inproc():
-        yield from local_engine().stream(job, cancel)
+        yield from inproc_stream(job, cancel)
         return
     conn = Connection(job)
     finished = threading.Event()
