@@ -10,7 +10,7 @@ import os
 import pytest
 
 from limner.sandbox import probe, run, run_python
-from limner.sandbox.probe import BWRAP_ENV, LEVELS
+from limner.sandbox.probe import BWRAP_ENV, LEVELS, SandboxUnavailable
 
 STRICT = probe().level == "strict"
 needs_strict = pytest.mark.skipif(not STRICT, reason="bwrap sandbox unavailable: " + probe().bwrap_error)
@@ -79,23 +79,39 @@ def test_strict_runs_as_nobody_without_capabilities():
         "print(os.getuid(), os.getgid(), os.getgroups(), set(caps), os.getcwd())\n"
     )
     assert r.ok, r.stderr
-    uid = "65534" if os.geteuid() == 0 else str(os.getuid())
-    assert r.stdout.startswith(uid + " ")
+    # As root: setpriv's real uid 65534. As a user: 65534 inside a user namespace.
+    assert r.stdout.startswith("65534 65534 [] ") or r.stdout.startswith("65534 65534 [65534] ")
     assert "{'0000000000000000'}" in r.stdout  # no capability in any set
     assert r.stdout.rstrip().endswith("/tmp")
     assert r.layers[0] == "bwrap"
 
 
-def test_a_missing_bwrap_gives_a_weaker_sandbox_and_says_so(monkeypatch):
+def test_a_missing_bwrap_refuses_to_run_and_says_how_to_get_it(monkeypatch, tmp_path):
     monkeypatch.setenv(BWRAP_ENV, "/nonexistent/bwrap")
     assert probe().level == "basic"
     assert "bwrap not found" in probe().bwrap_error
-    r = run_python("print('still runs')", want="strict")
-    assert r.stdout == "still runs\n"
-    assert r.isolation == "basic"
-    assert r.weaker_than_asked
-    assert "bwrap" not in r.layers
-    assert "weaker than asked" in r.describe()
+    canary = tmp_path / "canary"
+    tmp_path.chmod(0o777)
+    code = f"open({str(canary)!r}, 'w').write('ran')\nprint('ran')"
+    with pytest.raises(SandboxUnavailable) as e:
+        run_python(code)  # want="strict" is the default
+    assert "bwrap not found" in e.value.message
+    assert "apt-get install bubblewrap" in e.value.hint and "--sandbox basic" in e.value.hint
+    assert not canary.exists()  # refused before anything ran
+    # Asked for on purpose, the weaker level runs, and says which it was.
+    r = run_python(code, want="basic")
+    assert r.stdout == "ran\n" and canary.exists()
+    assert r.isolation == "basic" and not r.weaker_than_asked
+    assert "bwrap" not in r.layers and "basic sandbox" in r.describe()
+
+
+def test_require_names_what_is_missing_and_the_opt_in(monkeypatch):
+    from limner.sandbox.probe import require
+
+    monkeypatch.setenv(BWRAP_ENV, "none")
+    assert require("basic").level == "basic"
+    with pytest.raises(SandboxUnavailable, match="strict sandbox is unavailable"):
+        require("strict")
 
 
 def test_asking_for_basic_is_not_weaker_than_asked():

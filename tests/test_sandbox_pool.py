@@ -8,7 +8,7 @@ import pytest
 
 from limner.sandbox import probe, run_python
 from limner.sandbox.pool import Pool
-from limner.sandbox.probe import BWRAP_ENV
+from limner.sandbox.probe import BWRAP_ENV, SandboxUnavailable
 
 pytestmark = pytest.mark.skipif(probe().level != "strict", reason="the warm pool needs the strict sandbox")
 
@@ -56,9 +56,11 @@ def test_the_same_results_as_a_fresh_sandbox(pool):
     assert (warm.returncode, warm.stdout, warm.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
 
 
-def test_without_bwrap_the_pool_runs_fresh_processes_and_says_so(monkeypatch):
+def test_without_bwrap_the_pool_refuses_strict_and_runs_basic_when_asked(monkeypatch):
     monkeypatch.setenv(BWRAP_ENV, "none")
-    with Pool(workers=1) as weak:
+    with pytest.raises(SandboxUnavailable, match="LIMNER_SANDBOX_BWRAP=none"):
+        Pool(workers=1)
+    with Pool(workers=1, want="basic") as weak:
         r = weak.run_python("print('ok')", timeout=5)
     assert r.stdout == "ok\n"
-    assert r.isolation == "basic" and r.weaker_than_asked and "warm-fork" not in r.layers
+    assert r.isolation == "basic" and not r.weaker_than_asked and "warm-fork" not in r.layers

@@ -13,9 +13,16 @@ from dataclasses import dataclass, field
 from limner.sandbox.probe import NOBODY, Probe
 
 WORKDIR = "/tmp"  # inside bwrap: a fresh tmpfs, also $HOME and $TMPDIR
-# Host directories a sandbox must not see (tmpfs over them): homes hold keys
-# and tokens, /tmp and /run hold other programs' sockets and secrets.
-HIDDEN = ("/tmp", "/var/tmp", "/root", "/home", "/run", "/mnt", "/media")
+# The sandbox's root is empty but for these, read-only: the system's programs,
+# libraries and configuration. Everything else of the host (homes, /tmp, /var,
+# /opt, /srv, checkouts...) is absent unless a run needs it: the interpreter's
+# own trees and `expose=` paths are bound in one by one.
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+# A venv (it usually sits in a checkout) and any interpreter tree under the
+# work dir are bound here instead of at their own path, as RUNTIMES/0, /1...:
+# names that say nothing of the host, and no checkout dir inside. A base
+# installation stays at its own path: venvs point at it by absolute path.
+RUNTIMES = "/run/limner"
 # Joins the cgroup named by $1 (if any) before anything can fork, then execs.
 PRELUDE = 'if [ -n "$1" ]; then echo $$ > "$1" || exit 125; fi; shift; exec "$@"'
 
@@ -51,37 +58,74 @@ def bwrap_argv(
         ns = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
         caps = ["--cap-drop", "ALL"] + [a for c in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP") for a in ("--cap-add", c)]
     else:
-        ns, caps = ["--unshare-all"], ["--cap-drop", "ALL"]
-    argv = [*ns, *(["--die-with-parent"] if die_with_parent else []), "--new-session",
-            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    hidden = [d for d in _hidden_dirs() if os.path.isdir(d)]
-    for d in hidden:
-        if d == WORKDIR:
-            argv += ["--size", str(tmpfs_mb << 20), "--perms", "1777", "--tmpfs", d]
-        else:
-            argv += ["--size", str(1 << 20), "--perms", "0755", "--tmpfs", d]
-    made: set[str] = set()
-    for path in _exposed(expose):
-        under = next((h for h in hidden if path == h or path.startswith(h + "/")), None)
-        if under is None or path == under:
-            continue
-        parts = os.path.relpath(path, under).split("/")[:-1]
-        for i in range(len(parts)):
-            d = os.path.join(under, *parts[: i + 1])
+        # A user namespace; the user's uid shows as nobody inside (it is still
+        # theirs outside: the absent home is what keeps their files away).
+        ns = ["--unshare-all", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+        caps = ["--cap-drop", "ALL"]
+    argv = [*ns, *(["--die-with-parent"] if die_with_parent else []), "--new-session"]
+    for d in SYSTEM:
+        if os.path.islink(d):
+            argv += ["--symlink", os.readlink(d), d]  # merged /usr: /bin -> usr/bin
+        elif os.path.isdir(d):
+            argv += ["--ro-bind", d, d]
+    argv += ["--dev", "/dev", "--proc", "/proc",
+             "--size", str(tmpfs_mb << 20), "--perms", "1777", "--tmpfs", WORKDIR]
+    made: set[str] = {"/"}
+    for host, inside in runtime_binds(p, expose):
+        for d in _parents_between("/", os.path.dirname(inside)):
             if d not in made:
                 made.add(d)
                 argv += ["--perms", "0755", "--dir", d]
-        argv += ["--ro-bind", path, path]
+        argv += ["--ro-bind", host, inside]
+    made = {WORKDIR}
     for rel, fd in file_fds.items():
         dest = os.path.join(WORKDIR, rel)
-        parent = os.path.dirname(dest)
-        if parent != WORKDIR and parent not in made:
-            for d in _parents_between(WORKDIR, parent):
-                if d not in made:
-                    made.add(d)
-                    argv += ["--perms", "0777", "--dir", d]
+        for d in _parents_between(WORKDIR, os.path.dirname(dest)):
+            if d not in made:
+                made.add(d)
+                argv += ["--perms", "0777", "--dir", d]
         argv += ["--perms", "0666", "--file", str(fd), dest]
-    return argv + ["--chdir", WORKDIR, *caps, "--"]
+    # The root itself (a tmpfs bwrap made) read-only too: nothing new at /.
+    return argv + ["--remount-ro", "/", "--chdir", WORKDIR, *caps, "--"]
+
+
+def runtime_binds(p: Probe, expose: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(host path, path inside) for each tree a run needs beyond SYSTEM: the
+    interpreter's (prefix, base prefix, the real executable's tree), prlimit
+    when it runs inside, and `expose`. Venvs and interpreter trees under the
+    work dir move to RUNTIMES/N; `expose` paths keep their own path."""
+    runtime = _exposed(())
+    if not p.is_root and p.prlimit:
+        runtime.append(os.path.realpath(p.prlimit))
+    wanted = _outermost(runtime + [os.path.realpath(x) for x in expose if x and os.path.exists(x)])
+    binds, moved = [], 0
+    for host in wanted:
+        if _under(host, SYSTEM):
+            continue
+        inside = host
+        venv = os.path.isfile(os.path.join(host, "pyvenv.cfg"))
+        if host in runtime and (venv or _under(host, (WORKDIR,))):
+            inside, moved = f"{RUNTIMES}/{moved}", moved + 1
+        binds.append((host, inside))
+    return binds
+
+
+def inside_path(p: Probe, path: str, expose: tuple[str, ...] = ()) -> str:
+    """Where a host path (a program, an interpreter) is seen inside the sandbox."""
+    real_dir = os.path.realpath(os.path.dirname(path) or ".")
+    for host, inside in runtime_binds(p, expose):
+        if host != inside and (real_dir == host or real_dir.startswith(host + "/")):
+            return inside + real_dir[len(host):] + "/" + os.path.basename(path)
+    return path
+
+
+def _under(path: str, tops) -> bool:
+    return any(path == t or path.startswith(t.rstrip("/") + "/") for t in tops)
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    real = sorted(set(paths))
+    return [x for x in real if not any(x.startswith(o + "/") for o in real if o != x)]
 
 
 def setpriv_argv(p: Probe) -> list[str]:
@@ -94,23 +138,44 @@ def setpriv_argv(p: Probe) -> list[str]:
     ]
 
 
-def prlimit_argv(p: Probe, lim: Limits) -> list[str]:
+def prlimit_argv(p: Probe, lim: Limits, nproc: bool = True) -> list[str]:
+    """The rlimits, set before bwrap. nproc=False leaves RLIMIT_NPROC to
+    nproc_argv (inside a user namespace)."""
     if not p.prlimit:
         return []
-    # RLIMIT_NPROC counts every process of the uid, across concurrent runs;
-    # with a cgroup (per run) it is only a backstop, so give it room.
-    nproc = lim.max_procs * 8 if p.pids_cgroup else lim.max_procs
     return [
         p.prlimit,
         f"--as={lim.memory_mb << 20}",
         # soft < hard: SIGXCPU first (reported as "cpu"), SIGKILL a second later.
         f"--cpu={lim.cpu_s}:{lim.cpu_s + 1}",
         f"--fsize={lim.fsize_mb << 20}",
-        f"--nproc={nproc}",
+        *([f"--nproc={_nproc(p, lim)}"] if nproc else []),
         "--core=0",
         "--nofile=1024",
         "--",
     ]
+
+
+def _nproc(p: Probe, lim: Limits) -> int:
+    # RLIMIT_NPROC counts every process of the uid, across concurrent runs;
+    # with a cgroup (per run) it is only a backstop, so give it room.
+    return lim.max_procs * 8 if p.pids_cgroup else lim.max_procs
+
+
+def inner_argv(p: Probe, lim: Limits) -> list[str]:
+    """What runs inside bwrap before the command.
+
+    As root: setpriv, down to uid 65534 for good. As a normal user: prlimit
+    for RLIMIT_NPROC alone. Set *outside*, it would count all of the user's
+    own processes (a desktop has hundreds: the run could not fork at all) and
+    would also cap the user namespace bwrap makes. Set inside, the kernel
+    counts the namespace's processes only: a per-run cap, like a cgroup.
+    """
+    if p.is_root:
+        return setpriv_argv(p)
+    if not p.prlimit:
+        return []
+    return [inside_path(p, p.prlimit), f"--nproc={_nproc(p, lim)}", "--"]
 
 
 def rlimits_in_child(lim: Limits):
@@ -127,30 +192,29 @@ def rlimits_in_child(lim: Limits):
     return apply
 
 
-def _hidden_dirs() -> list[str]:
-    home = os.path.realpath(os.path.expanduser("~"))
-    extra = [home] if home != "/" and not any(home.startswith(h + "/") for h in HIDDEN) else []
-    return list(HIDDEN) + extra
-
-
 def _exposed(expose: tuple[str, ...]) -> list[str]:
     """The interpreter's own trees plus `expose`, outermost only, real paths."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     paths.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
     paths.update(expose)
-    real = sorted({os.path.realpath(x) for x in paths if x and os.path.exists(x)})
-    return [x for x in real if not any(x.startswith(o + "/") for o in real if o != x)]
+    return _outermost([os.path.realpath(x) for x in paths if x and os.path.exists(x)])
 
 
 def _parents_between(top: str, path: str) -> list[str]:
-    parts = os.path.relpath(path, top).split("/")
+    """The dirs from below `top` down to `path`, outermost first ([] for top itself)."""
+    rel = os.path.relpath(path, top)
+    if rel == ".":
+        return []
+    parts = rel.split("/")
     return [os.path.join(top, *parts[: i + 1]) for i in range(len(parts))]
 
 
-def sandbox_env(home: str, extra: dict[str, str] | None) -> dict[str, str]:
-    """A scrubbed environment: nothing of the parent's leaks in (keys, tokens)."""
+def sandbox_env(home: str, extra: dict[str, str] | None, inside: Probe | None = None) -> dict[str, str]:
+    """A scrubbed environment: nothing of the parent's leaks in (keys, tokens).
+    inside: the probe of a bwrap run (PATH then names the interpreter where the sandbox sees it)."""
+    exe = inside_path(inside, sys.executable) if inside else sys.executable
     env = {
-        "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
+        "PATH": f"{os.path.dirname(exe)}:/usr/local/bin:/usr/bin:/bin",
         "HOME": home,
         "TMPDIR": home,
         "LANG": "C.UTF-8",

@@ -15,8 +15,9 @@ starts. The host sees exactly what run() gives; what the pool saves is the
 ~25 ms of bwrap + interpreter start-up per run. The layer "warm-fork" in
 each result says how it ran.
 
-Without bwrap (level "basic") there is no private pid namespace to sweep,
-so the pool runs each job through plain run() instead.
+Asked for "basic" (an explicit opt-in), there is no private pid namespace
+to sweep, so the pool runs each job through plain run() instead. Asked for
+"strict" where it is unavailable, the pool refuses to start.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from limner.sandbox import cgroup, command
 from limner.sandbox.command import Limits
-from limner.sandbox.probe import LEVELS, probe
+from limner.sandbox.probe import LEVELS, probe, require
 from limner.sandbox.run import Result, run_python
 
 ZYGOTE = os.path.join(os.path.dirname(__file__), "zygote.py")
@@ -49,7 +50,7 @@ class _Worker:
         self.cg = cgroup.create(p.pids_cgroup, pool.max_procs) if p.pids_cgroup else None
         limits = Limits(timeout=0, memory_mb=pool.memory_mb, cpu_s=0, fsize_mb=pool.fsize_mb,
                         max_output=0, max_procs=pool.max_procs, tmpfs_mb=max(64, 4 * pool.fsize_mb))
-        prlimit = command.prlimit_argv(p, limits)
+        prlimit = command.prlimit_argv(p, limits, nproc=p.is_root)  # else inside: inner_argv
         # The zygote lives long: no CPU limit on it; each run sets its own.
         prlimit = [a if not a.startswith("--cpu=") else "--cpu=unlimited" for a in prlimit]
         flags = ["-s"] if pool.site else ["-s", "-S"]
@@ -57,10 +58,11 @@ class _Worker:
             source = f.read()
         argv = ["/bin/sh", "-c", command.PRELUDE, "sh", os.path.join(self.cg, "cgroup.procs") if self.cg else ""]
         argv += prlimit + [p.bwrap, *command.bwrap_argv(p, {}, limits.tmpfs_mb, pool.expose, die_with_parent=False)]
-        argv += command.setpriv_argv(p) + [pool.python, *flags, "-c", source]
+        python = command.inside_path(p, pool.python, pool.expose)
+        argv += command.inner_argv(p, limits) + [python, *flags, "-c", source]
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            cwd="/", env=command.sandbox_env(command.WORKDIR, None), start_new_session=True,
+            cwd="/", env=command.sandbox_env(command.WORKDIR, None, inside=p), start_new_session=True,
         )
         self.buf = b""
         self.eof = False
@@ -134,6 +136,7 @@ class Pool:
             raise ValueError(f"want must be one of {LEVELS}, not {want!r}")
         self.workers, self.memory_mb, self.fsize_mb, self.max_procs = workers, memory_mb, fsize_mb, max_procs
         self.want, self.python, self.site, self.expose = want, python or sys.executable, site, expose
+        require(want)  # never weaker than asked: refuse here, before any job
         self.warm = probe().level == "strict" and want == "strict"
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._started = 0
@@ -195,7 +198,7 @@ class Pool:
         job = {
             "code": code, "args": list(args), "stdin": stdin, "timeout": timeout,
             "files": {k: base64.b64encode(v).decode() for k, v in files.items() if k != "main.py"},
-            "env": command.sandbox_env(command.WORKDIR + "/job", env),
+            "env": command.sandbox_env(command.WORKDIR + "/job", env, inside=probe()),
             "cpu_s": max(1, int(cpu_s if cpu_s is not None else timeout + 0.999)),
             "memory_mb": min(memory_mb or self.memory_mb, self.memory_mb),
             "fsize_mb": min(fsize_mb or self.fsize_mb, self.fsize_mb),

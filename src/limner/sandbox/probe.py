@@ -8,11 +8,16 @@ Layers, strongest first:
   sandbox. bwrap's own `--uid 65534` needs a user namespace, and one made by
   root maps 65534 back to uid 0 outside: that process still owns root's
   files (it can read a 0600 ~/.ssh key) and RLIMIT_NPROC does not bind it.
+  As a normal user bwrap makes a user namespace (uid 65534 inside, the
+  user's own uid outside): that needs unprivileged user namespaces.
 - a pids cgroup: caps the process count of one run, whoever the user is.
 - rlimits (via `prlimit`): address space, CPU seconds, file size, processes.
 
 "strict" needs bwrap plus a real non-root uid or a pids cgroup; anything
-less is "basic" (a scrubbed subprocess in a temp dir with rlimits).
+less is "basic" (a scrubbed subprocess in a temp dir with rlimits). Model
+code runs only at the level its caller asked for: `require()` raises
+SandboxUnavailable, with how to get the missing layer, instead of running
+anything weaker.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+
+from limner.errors import LimnerError
 
 NOBODY = 65534
 LEVELS = ("basic", "strict")  # weakest first; compare with LEVELS.index
@@ -35,6 +42,7 @@ class Probe:
     is_root: bool
     bwrap: str | None = None  # a bwrap that really ran a sandbox here
     bwrap_error: str = ""  # why bwrap is not used, when it is not
+    bwrap_hint: str = ""  # what to do about it
     setpriv: str | None = None
     prlimit: str | None = None
     pids_cgroup: str | None = None  # a cgroup dir we may make one child per run in
@@ -56,7 +64,9 @@ class Probe:
         out = []
         if level == "strict":
             out.append("bwrap")
-        if self.drops_uid:
+        if level == "strict" and not self.is_root:
+            out.append(f"userns uid {NOBODY} (uid {os.getuid()} outside)")
+        elif self.drops_uid:
             out.append(f"uid {NOBODY}" if self.is_root else f"uid {os.getuid()}")
         else:
             out.append("uid 0")
@@ -68,6 +78,8 @@ class Probe:
     def describe(self) -> str:
         lines = [f"sandbox level available: {self.level}"]
         lines.append(f"  bwrap: {self.bwrap or 'no (' + self.bwrap_error + ')'}")
+        if self.bwrap_hint:
+            lines.append(f"  to fix: {self.bwrap_hint}")
         lines.append(f"  running as root: {self.is_root}; setpriv: {self.setpriv or 'no'}")
         lines.append(f"  prlimit: {self.prlimit or 'no'}")
         lines.append(f"  pids cgroup: {self.pids_cgroup or 'no'}")
@@ -91,19 +103,25 @@ def _probe(bwrap_setting: str) -> Probe:
     pids_dir, version, why = cgroup.find_pids_parent()
     if why:
         notes.append(f"pids cgroup unavailable: {why}")
-    partial = Probe(is_root, None, "", setpriv, prlimit, pids_dir, version, tuple(notes))
-    bwrap, error = _try_bwrap(bwrap_setting, partial)
-    return Probe(is_root, bwrap, error, setpriv, prlimit, pids_dir, version, tuple(notes))
+    partial = Probe(is_root, None, "", "", setpriv, prlimit, pids_dir, version, tuple(notes))
+    bwrap, error, hint = _try_bwrap(bwrap_setting, partial)
+    return Probe(is_root, bwrap, error, hint, setpriv, prlimit, pids_dir, version, tuple(notes))
 
 
-def _try_bwrap(setting: str, partial: Probe) -> tuple[str | None, str]:
+INSTALL_BWRAP = ("Install bubblewrap: `apt-get install bubblewrap` (Debian/Ubuntu), "
+                 "`dnf install bubblewrap` (Fedora), `pacman -S bubblewrap` (Arch).")
+
+
+def _try_bwrap(setting: str, partial: Probe) -> tuple[str | None, str, str]:
+    """(a bwrap that works, why not, what to do about it)."""
     if setting.lower() == "none":
-        return None, f"disabled by {BWRAP_ENV}=none"
+        return None, f"disabled by {BWRAP_ENV}=none", f"Unset {BWRAP_ENV} to use bwrap. " + INSTALL_BWRAP
     path = setting or shutil.which("bwrap")
     if not path or not os.access(path, os.X_OK):
-        return None, "bwrap not found (Debian/Ubuntu: apt-get install bubblewrap)"
+        return None, "bwrap not found", INSTALL_BWRAP
     if partial.is_root and not partial.setpriv:
-        return None, "running as root without setpriv (util-linux) to drop to a non-root uid"
+        return (None, "running as root without setpriv to drop to a non-root uid",
+                "Install util-linux (it has setpriv), or run limner as a normal user.")
     # Run exactly the sandbox a real run would get, on `true`: containers often
     # forbid namespaces, and only trying tells.
     from limner.sandbox.command import bwrap_argv
@@ -112,11 +130,72 @@ def _try_bwrap(setting: str, partial: Probe) -> tuple[str | None, str]:
     try:
         p = subprocess.run(argv, capture_output=True, timeout=10, env=_plain_env())
     except (OSError, subprocess.TimeoutExpired) as e:
-        return None, f"bwrap failed to start: {e}"
+        return None, f"bwrap failed to start: {e}", INSTALL_BWRAP
     if p.returncode != 0:
         err = p.stderr.decode(errors="replace").strip().splitlines()
-        return None, "bwrap cannot make a sandbox here: " + (err[-1] if err else f"exit {p.returncode}")
-    return path, ""
+        why = "bwrap cannot make a sandbox here: " + (err[-1] if err else f"exit {p.returncode}")
+        hint = _userns_hint() if not partial.is_root else (
+            "Namespaces are forbidden here (a container without CAP_SYS_ADMIN?): run limner "
+            "where bwrap can make namespaces, e.g. a container started with --privileged or "
+            "--security-opt seccomp=unconfined.")
+        return None, why, hint
+    return path, "", ""
+
+
+def _sysctl(name: str) -> str | None:
+    try:
+        with open("/proc/sys/" + name.replace(".", "/")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _userns_hint() -> str:
+    """As a normal user bwrap needs unprivileged user namespaces: say which switch is off."""
+    if _sysctl("kernel.unprivileged_userns_clone") == "0":
+        return ("Unprivileged user namespaces are disabled: "
+                "`sudo sysctl -w kernel.unprivileged_userns_clone=1` (persist it in /etc/sysctl.d/).")
+    if _sysctl("user.max_user_namespaces") == "0":
+        return ("User namespaces are disabled: `sudo sysctl -w user.max_user_namespaces=15000` "
+                "(persist it in /etc/sysctl.d/).")
+    if _sysctl("kernel.apparmor_restrict_unprivileged_userns") == "1":
+        return ("AppArmor restricts unprivileged user namespaces (Ubuntu 23.10+): give bwrap an "
+                "AppArmor profile that allows `userns`, or "
+                "`sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`.")
+    return ("Unprivileged user namespaces may be disabled: check "
+            "`sysctl kernel.unprivileged_userns_clone` (must be 1) and "
+            "`sysctl user.max_user_namespaces` (must be > 0), or install a setuid bwrap.")
+
+
+class SandboxUnavailable(LimnerError):
+    """The isolation asked for is not available here; nothing was run."""
+
+
+def missing(p: Probe) -> tuple[str, str]:
+    """(what keeps this machine from the strict level, how to fix it); ("", "") when nothing does."""
+    if p.level == "strict":
+        return "", ""
+    if not p.bwrap:
+        return p.bwrap_error, p.bwrap_hint
+    return ("no way to cap forks: no pids cgroup and no prlimit",
+            "Install util-linux (it has prlimit), or run limner where it may create a pids cgroup.")
+
+
+def require(level: str) -> Probe:
+    """The probe, when `level` is available here; else SandboxUnavailable saying
+    what is missing, how to install it, and how to opt in to the weaker level."""
+    if level not in LEVELS:
+        raise ValueError(f"the sandbox level must be one of {LEVELS}, not {level!r}")
+    p = probe()
+    if LEVELS.index(p.level) >= LEVELS.index(level):
+        return p
+    what, fix = missing(p)
+    raise SandboxUnavailable(
+        f"refusing to run model-written code: the strict sandbox is unavailable ({what})",
+        f"{fix}\nOr accept the weaker sandbox (no network or filesystem isolation; the code runs "
+        "as you, or as root if you are root): `--sandbox basic` on the command line, "
+        "`!sandbox basic` in a buffer.",
+    )
 
 
 def _drop_uid(p: Probe) -> list[str]:

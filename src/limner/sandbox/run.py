@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from limner.sandbox import cgroup, command
 from limner.sandbox.command import Limits
-from limner.sandbox.probe import LEVELS, probe
+from limner.sandbox.probe import LEVELS, require
 
 SIGNAL_REASONS = {signal.SIGXCPU: "cpu", signal.SIGXFSZ: "file-size"}
 
@@ -38,7 +38,7 @@ class Result:
     timed_out: bool
     killed_reason: str | None  # the first limit that stopped the run, or None
     isolation: str  # "strict" | "basic": the level this run really got
-    weaker_than_asked: bool
+    weaker_than_asked: bool  # kept for callers; always False since require() refuses instead
     seconds: float
     truncated: bool = False  # output went past max_output and was cut
     limits_hit: tuple[str, ...] = ()  # every limit that bit: timeout, output, cpu, ...
@@ -79,13 +79,13 @@ def run(
 
     timeout is wall-clock seconds; cpu_s defaults to it. max_output caps each
     of stdout and stderr in bytes; past it the run is killed. want is the
-    level asked for; a weaker one is used (and said so) if that is all there
-    is. expose lists extra host paths to make visible read-only.
+    level asked for; where it is unavailable, SandboxUnavailable is raised
+    and nothing runs. expose lists extra host paths to make visible read-only.
     """
     if want not in LEVELS:
         raise ValueError(f"want must be one of {LEVELS}, not {want!r}")
-    p = probe()
-    level = want if LEVELS.index(p.level) >= LEVELS.index(want) else p.level
+    p = require(want)  # never weaker than asked: SandboxUnavailable instead, nothing run
+    level = want
     limits = Limits(
         timeout=timeout,
         memory_mb=memory_mb,
@@ -112,8 +112,9 @@ def run(
         if level == "strict":
             fds, file_fds = command.memfds(files)
             inner = [p.bwrap, *command.bwrap_argv(p, file_fds, limits.tmpfs_mb, expose)]
-            inner += command.setpriv_argv(p)
-            cwd, run_env = "/", command.sandbox_env(command.WORKDIR, env)
+            inner += command.inner_argv(p, limits)
+            cmd = [command.inside_path(p, cmd[0], expose), *cmd[1:]] if os.sep in cmd[0] else list(cmd)
+            cwd, run_env = "/", command.sandbox_env(command.WORKDIR, env, inside=p)
         else:
             hostdir = tempfile.mkdtemp(prefix="limner-sandbox-")
             drop = p.drops_uid and command.reachable_by_others(cmd[0], expose)
@@ -123,7 +124,8 @@ def run(
                 layers = tuple("uid 0" if x.startswith("uid") else x for x in layers)
             cwd, run_env = hostdir, command.sandbox_env(hostdir, env)
         argv = ["/bin/sh", "-c", command.PRELUDE, "sh", os.path.join(cg, "cgroup.procs") if cg else ""]
-        argv += command.prlimit_argv(p, limits) + inner + list(cmd)
+        # As a normal user RLIMIT_NPROC is set inside bwrap (command.inner_argv).
+        argv += command.prlimit_argv(p, limits, nproc=p.is_root or level != "strict") + inner + list(cmd)
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
@@ -160,7 +162,7 @@ def run(
         timed_out="timeout" in limits.hits,
         killed_reason=limits.hits[0] if limits.hits else None,
         isolation=level,
-        weaker_than_asked=LEVELS.index(level) < LEVELS.index(want),
+        weaker_than_asked=False,  # always: a weaker run is refused (require), never made
         seconds=time.monotonic() - started,
         truncated=truncated,
         limits_hit=tuple(dict.fromkeys(limits.hits)),
