@@ -28,6 +28,26 @@ def common_prefix(a, b) -> int:
     return n
 
 
+def _window_kept(llm, keep: int) -> bool:
+    """Does the KV cache still hold what evaluating from position `keep` needs?
+
+    A sliding-window model's cache (Gemma 3: 512 tokens) drops positions that
+    fell out of the window. Going back to a short shared prefix after a long
+    prompt would then run on a cache with holes and silently change the
+    output, so such a prefix is re-evaluated instead (llama.cpp's server
+    makes the same check)."""
+    try:
+        import llama_cpp
+
+        n_swa = llama_cpp.llama_model_n_swa(llm.model)
+        if n_swa <= 0:
+            return True
+        pos_min = llama_cpp.llama_memory_seq_pos_min(llama_cpp.llama_get_memory(llm.ctx), 0)
+    except (AttributeError, ImportError):  # an older llama-cpp-python: nothing to check with
+        return True
+    return pos_min <= max(0, keep - n_swa)
+
+
 @dataclass
 class _Snapshot:
     tokens: tuple[int, ...]
@@ -80,6 +100,8 @@ class StateCache:
         elif min(len(current), last_prompt or len(current)) - here >= MIN_SNAPSHOT:
             self._snapshot(model, llm, current, here)
         keep = min(here, len(tokens) - 1)
+        if keep > 0 and not _window_kept(llm, keep):
+            keep = 0
         if keep > 0 and llm._ctx.kv_cache_seq_rm(-1, keep, -1):
             llm.n_tokens = keep
         else:
