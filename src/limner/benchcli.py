@@ -15,7 +15,7 @@ import sys
 
 from limner.errors import LimnerError
 
-USAGE = "usage: limner bench fim --suite SUITE [--limit N] [--seed S] [--json] [--model M]\n"
+USAGE = "usage: limner bench fim --suite SUITE [--limit N] [--seed S] [--json] [--model M] [--sandbox basic]\n"
 
 
 def _fim_args(argv: list[str]) -> argparse.Namespace:
@@ -46,6 +46,9 @@ def _fim_args(argv: list[str]) -> argparse.Namespace:
                    help="fill the generation cache and stop (score later)")
     p.add_argument("--no-generate", action="store_true",
                    help="score only tasks already in the cache")
+    p.add_argument("--sandbox", choices=("strict", "basic"), default="strict",
+                   help="isolation for the generated code's tests: strict (bwrap, the default) or "
+                        "basic (no network or filesystem isolation)")
     return p.parse_args(argv)
 
 
@@ -61,6 +64,10 @@ def bench_fim(argv: list[str]) -> int:
     if unknown:
         raise LimnerError(f"unknown policy {unknown[0]!r}", f"Use some of: {', '.join(bench.POLICIES)}.")
     tasks = suites.sample(suites.load(args.suite), args.limit, args.seed)
+    if not args.generate_only and any(t.test for t in tasks):
+        from limner.sandbox.probe import require
+
+        require(args.sandbox)  # scoring runs model code: refuse before generating anything
     model = args.model
     cache = args.cache or bench.cache_path(args.suite, model or "default", args.cap, args.temperature)
     gens = bench.read_cache(cache)
@@ -95,14 +102,14 @@ def bench_fim(argv: list[str]) -> int:
     tasks = [t for t in tasks if t.id in gens]
     if not tasks:
         raise LimnerError("no generations to score", f"Run without --no-generate to fill {cache}.")
-    rows = bench.score(tasks, gens, policies, progress=bench.Progress("scoring"))
+    rows = bench.score(tasks, gens, policies, progress=bench.Progress("scoring"), want=args.sandbox)
     if args.json:
         print(json.dumps({"suite": args.suite, "n": len(tasks), "model": model or "gemma3-270m",
-                          "cap": args.cap, "scorer": bench.sandbox_name(),
+                          "cap": args.cap, "scorer": bench.sandbox_name(args.sandbox),
                           "policies": [r.as_json() for r in rows]}, indent=2))
     else:
         print(f"suite {args.suite}: {len(tasks)} tasks, model {model or 'gemma3-270m (bundled)'}, "
-              f"cap {args.cap} tokens, tests via {bench.sandbox_name()}")
+              f"cap {args.cap} tokens, tests via {bench.sandbox_name(args.sandbox)}")
         print(bench.table(rows))
         lim = next((r for r in rows if r.policy == "limner"), None)
         if lim is not None:

@@ -61,6 +61,7 @@ DIRECTIVES: tuple[Directive, ...] = (
     Directive("!check", "!check", "run code checks (syntax, imports, security) on the reply", "on_flag", "limner"),
     Directive("!test", "!test CMD", "run CMD to verify the reply's code", "on_test", "limner"),
     Directive("!repair", "!repair N", "on failed checks or tests, ask the model to fix it up to N times", "on_repair", "limner"),
+    Directive("!sandbox", "!sandbox basic|strict", "the isolation !test runs code under; basic (no network or filesystem isolation) must be asked for, default strict", "on_sandbox", "limner"),
     Directive("!lang", "!lang NAME", "the source language of an !infill buffer (for the syntax-aware stop)", "on_lang", "limner"),
     Directive("!timeout", "!timeout SECONDS", "how long to wait for the server's first byte and between chunks (default 300; HTTP only)", "on_timeout", "limner"),
 )
@@ -310,6 +311,13 @@ class _Parser:
         if not value.isascii() or not value.isdigit():
             return self.fail(at, f"!repair needs a whole number of rounds, not {value!r}", "e.g. !repair 2")
         self.req.repair_rounds = int(value)
+
+    def on_sandbox(self, args, at):
+        value = go_trim_space(args)
+        if value not in ("basic", "strict"):
+            return self.fail(at, f"!sandbox needs basic or strict, not {value!r}",
+                             "!sandbox basic runs !test without bwrap's isolation; strict is the default")
+        self.req.sandbox = value
 
     def on_lang(self, args, at):
         self.req.language = go_trim_space(args) or None

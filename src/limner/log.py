@@ -400,6 +400,10 @@ def exchange_of(req: Any, adapter: Any, outcome: Any, started: float | None = No
             ex[k] = getattr(u, k)
         if u.extra:
             ex["extra"] = {"usage": u.extra}  # server-specific numbers, kept as given
+    if getattr(req, "test_cmd", None):
+        # `!test` runs the reply's code: the sandbox level it runs under
+        # ("basic" only when the buffer opted in with `!sandbox basic`).
+        ex["extra"] = {**ex.get("extra", {}), "sandbox": getattr(req, "sandbox", "strict")}
     return ex
 
 

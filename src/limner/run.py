@@ -87,6 +87,12 @@ def main(argv: list[str]) -> int:
             out.write(render.debug(adapter.describe()))
             out.flush()
             return 0
+        if req.test_cmd:
+            # !test runs model code: without the sandbox it asked for, stop
+            # here, before even asking the model.
+            from limner.sandbox.probe import require
+
+            require(req.sandbox)
     except LimnerError as e:
         out.write(render.error_block(e.message, e.hint, e.line))
         out.flush()

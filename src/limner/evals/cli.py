@@ -47,6 +47,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=4, help="parallel HTTP requests (the engine runs one at a time)")
     p.add_argument("--threads", type=int, default=None, help="engine threads (default: physical cores)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per test run in the sandbox")
+    p.add_argument("--sandbox", choices=("strict", "basic"), default="strict",
+                   help="isolation for the generated code: strict (bwrap; the default, required unless "
+                        "you ask otherwise) or basic (no network or filesystem isolation; recorded in the results)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"results dir (default ./{DEFAULT_OUT})")
     p.add_argument("--rescore", action="store_true", help="drop stored scores and test every generation again")
@@ -96,6 +99,12 @@ def _main(args) -> int:
                           "e.g. --repair 2 --resample-baseline")
     targets = _targets(args)
     suites = [registry.load(name) for name in dict.fromkeys(args.suites)]
+    from limner.sandbox.probe import require
+
+    require(args.sandbox)  # the tests run model code: refuse now, before generating anything
+    if args.sandbox == "basic":
+        sys.stderr.write("limner eval: --sandbox basic: the generated code runs without network or "
+                         "filesystem isolation\n")
     tasks = {s.name: s.pick(args.limit, args.seed) for s in suites}
 
     from limner.evals import generate, report, score
@@ -106,8 +115,9 @@ def _main(args) -> int:
     plan = generate.Plan(suites=suites, tasks=tasks, targets=targets, samples=args.samples,
                          temperature=args.temperature, max_tokens=args.max_tokens, repair=args.repair,
                          resample=args.resample_baseline, workers=args.workers, seed=args.seed,
-                         timeout=args.timeout)
+                         timeout=args.timeout, sandbox=args.sandbox)
     store.set_meta("last_command", ["limner", "eval", *sys.argv[2:]] if sys.argv[1:2] == ["eval"] else sys.argv)
+    store.set_meta("sandbox", args.sandbox)
     if args.rescore:
         store.clear_scores()
     generate.generate(plan, store)
@@ -116,7 +126,8 @@ def _main(args) -> int:
     todo = sum(1 for g in store.unscored() if g["model"] in labels and g["task"] in by_suite.get(g["suite"], {}))
     if todo:
         bar = generate.Progress(todo, "scoring in the sandbox")
-        score.score_all(store, by_suite, workers=2, timeout=args.timeout, progress=bar, models=labels)
+        score.score_all(store, by_suite, workers=2, timeout=args.timeout, progress=bar, models=labels,
+                        want=args.sandbox)
         bar.close()
     generate.repair_chains(plan, store)
     cb = None
@@ -126,6 +137,7 @@ def _main(args) -> int:
         cb = codebleu.for_plan(store, plan)
     summary = report.summarize(store, plan, codebleu=cb)
     summary["out"] = str(out)
+    summary["sandbox"] = args.sandbox  # the level asked for; each run's "isolation" says what it got
     report.write_json(summary, out)
     html_path = None if args.no_html else report.write_html(summary, out)
     if args.json:

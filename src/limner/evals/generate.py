@@ -47,6 +47,7 @@ class Plan:
     workers: int = 4
     seed: int = 1234
     timeout: float = 10.0
+    sandbox: str = "strict"  # the level tests run at; "basic" only on --sandbox basic
     variants: list[Variant] = field(default_factory=list)
 
     def __post_init__(self):
@@ -182,7 +183,7 @@ def repair_chains(plan: Plan, store, stream=None) -> int:
             def chain(task):
                 nonlocal asked
                 base = (suite.name, task.id, target.label, "greedy", 0)
-                history = [(store.get(base), _scored(store, base, task, plan.timeout))]
+                history = [(store.get(base), _scored(store, base, task, plan.timeout, plan.sandbox))]
                 for r in range(1, plan.repair + 1):
                     gen, sc = history[-1]
                     if gen is None or sc.get("passed"):
@@ -197,7 +198,7 @@ def repair_chains(plan: Plan, store, stream=None) -> int:
                         store.put(key, new.row())
                         have = store.get(key)
                         asked += 1
-                    history.append((have, _scored(store, key, task, plan.timeout)))
+                    history.append((have, _scored(store, key, task, plan.timeout, plan.sandbox)))
                 bar.step()
 
             try:
@@ -224,7 +225,7 @@ def _run_all(fn, items: list, workers: int) -> None:
     pool.shutdown()
 
 
-def _scored(store, key, task, timeout) -> dict:
+def _scored(store, key, task, timeout, sandbox: str = "strict") -> dict:
     from limner.evals import score
 
     sc = store.score_of(key)
@@ -232,6 +233,6 @@ def _scored(store, key, task, timeout) -> dict:
         gen = store.get(key)
         if gen is None:
             return {"passed": 0, "status": "missing"}
-        sc = score.test(task, gen, timeout)
+        sc = score.test(task, gen, timeout, want=sandbox)
         store.put_score(key, sc)
     return sc

@@ -118,7 +118,8 @@ def run_tests(req, reply: str, cwd: str | None = None):
 
     argv, extra, label = test_command(req.test_cmd or "", cwd or os.getcwd())
     files = {**files_of(req, reply), **extra}
-    return run(argv, files=files, timeout=float(os.environ.get("LIMNER_TEST_TIMEOUT", TEST_TIMEOUT_S))), label
+    timeout = float(os.environ.get("LIMNER_TEST_TIMEOUT", TEST_TIMEOUT_S))
+    return run(argv, files=files, timeout=timeout, want=req.sandbox), label
 
 
 # ---------------------------------------------------------------- the buffer hook
@@ -129,7 +130,9 @@ def _notes(text: str) -> str:
 
 
 def _how(r) -> str:
-    iso = r.isolation + (", weaker than asked" if r.weaker_than_asked else "")
+    iso = r.isolation
+    if iso == "basic":
+        iso += " (asked for with !sandbox basic: no network or filesystem isolation)"
     end = f"stopped by the {r.killed_reason} limit" if r.killed_reason else f"exit {r.returncode}"
     return f"{end}, {r.seconds:.2f} s, {iso} sandbox"
 
@@ -137,6 +140,8 @@ def _how(r) -> str:
 def after_reply(req, outcome, out, *, log: bool = True) -> int:
     """limner.run's hook for `!test`/`!repair` buffers. Returns the exit code
     (the reply's: failing tests are reported, not an error of limner)."""
+    from limner import render
+    from limner.errors import LimnerError
     from limner.evals.score import failure_summary
 
     if not req.test_cmd:
@@ -149,6 +154,9 @@ def after_reply(req, outcome, out, *, log: bool = True) -> int:
     for r in range(rounds + 1):
         try:
             result, label = run_tests(current, reply)
+        except LimnerError as e:  # the sandbox asked for is unavailable: nothing ran
+            _write(out, written, render.error_block(e.message, e.hint))
+            return e.exit_code
         except (OSError, ValueError) as e:
             out.write(f"\n\n!note tests: could not run `{req.test_cmd}`: {e}\n")
             out.flush()

@@ -6,8 +6,9 @@
     test(task, gen_row)       -> a score row: passed, status, the failure, isolation
 
 Tests never run in this process: each program is a fresh interpreter in the
-sandbox (bwrap, uid 65534, a pids cgroup and rlimits where the machine has
-them), and every score records the isolation it really got.
+sandbox (bwrap, uid 65534, a pids cgroup and rlimits), and every score
+records the isolation it got: "strict", or "basic" when the run asked for
+it with --sandbox basic. Without the level asked for, nothing runs.
 """
 from __future__ import annotations
 
@@ -137,8 +138,9 @@ def _trim_pytest(lines: list[str]) -> str:
     return "\n".join(keep[-20:] + summary[-5:])
 
 
-def test(task, gen: dict, timeout: float = TEST_TIMEOUT_S) -> dict:
-    """One score row for one stored generation."""
+def test(task, gen: dict, timeout: float = TEST_TIMEOUT_S, want: str = "strict") -> dict:
+    """One score row for one stored generation. want: the sandbox level
+    (SandboxUnavailable where it is missing; "basic" only when asked for)."""
     from limner.sandbox import run_python
 
     code = gen.get("code") or ""
@@ -150,8 +152,8 @@ def test(task, gen: dict, timeout: float = TEST_TIMEOUT_S) -> dict:
         return {**row, "passed": 0, "status": "no-output", "detail": gen["error"]}
     # site=False: the suites need the stdlib only, and a bare interpreter starts faster.
     r = run_python(program(task, gen.get("how") or "completion", code), timeout=timeout,
-                   python=sys.executable, site=False)
-    iso = r.isolation + (" (weaker than asked)" if r.weaker_than_asked else "")
+                   python=sys.executable, site=False, want=want)
+    iso = r.isolation + (" (asked for with --sandbox basic)" if r.isolation == "basic" else "")
     row.update(isolation=f"{iso}: {', '.join(r.layers)}", seconds=round(r.seconds, 3))
     if r.ok:
         return {**row, "passed": 1, "status": "pass"}
@@ -164,7 +166,7 @@ def test(task, gen: dict, timeout: float = TEST_TIMEOUT_S) -> dict:
 
 
 def score_all(store, tasks_by_suite: dict, workers: int = 2, timeout: float = TEST_TIMEOUT_S,
-              progress=None, models: set | None = None) -> int:
+              progress=None, models: set | None = None, want: str = "strict") -> int:
     """Score every stored generation of these tasks (and models) that has no
     score yet; returns how many."""
     todo = [g for g in store.unscored() if g["task"] in tasks_by_suite.get(g["suite"], {})
@@ -175,7 +177,7 @@ def score_all(store, tasks_by_suite: dict, workers: int = 2, timeout: float = TE
     def one(g):
         task = tasks_by_suite[g["suite"]][g["task"]]
         store.put_score((g["suite"], g["task"], g["model"], g["variant"], g["sample"]),
-                        test(task, g, timeout))
+                        test(task, g, timeout, want))
         if progress:
             progress.step()
 

@@ -8,9 +8,9 @@ generation. A policy's cost is what a live run would have paid: the time to
 the chunk where it decided to stop, plus its own compute.
 
 Scoring: prefix + middle + suffix + the task's test, run by
-`limner.sandbox.run_python` (or a plain subprocess when the sandbox package
-is missing). Without a test a task is scored by exact match and edit
-similarity.
+`limner.sandbox.run_python` at the level asked for (strict unless
+`--sandbox basic`; never a plain subprocess). Without a test a task is
+scored by exact match and edit similarity.
 """
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ import difflib
 import hashlib
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -217,32 +215,14 @@ def similarity(task: Task, middle: str) -> float:
     return difflib.SequenceMatcher(None, _norm(middle), _norm(task.middle)).ratio()
 
 
-def sandbox_name() -> str:
-    try:
-        from limner.sandbox import run_python  # noqa: F401
-
-        return "limner.sandbox.run_python"
-    except ImportError:
-        return "subprocess"
+def sandbox_name(want: str = "strict") -> str:
+    return f"limner.sandbox.run_python ({want})"
 
 
-def run_test(program: str, timeout: float = TEST_TIMEOUT_S) -> bool:
-    try:
-        from limner.sandbox import run_python
-    except ImportError:
-        run_python = None
-    if run_python is not None:
-        return run_python(program, timeout=timeout).ok
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "task.py")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(program)
-        try:
-            r = subprocess.run([sys.executable, path], cwd=d, timeout=timeout,
-                               capture_output=True, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return False
-        return r.returncode == 0
+def run_test(program: str, timeout: float = TEST_TIMEOUT_S, want: str = "strict") -> bool:
+    from limner.sandbox import run_python
+
+    return run_python(program, timeout=timeout, want=want).ok
 
 
 @dataclass
@@ -277,7 +257,7 @@ class Row:
 
 
 def score(tasks: list[Task], gens: dict[str, Generation], policies=POLICIES,
-          progress=None) -> list[Row]:
+          progress=None, want: str = "strict") -> list[Row]:
     rows = {p: Row(p) for p in policies}
     verdicts: dict[tuple[str, str], bool] = {}  # the same program is run once
     for k, task in enumerate(tasks):
@@ -299,7 +279,7 @@ def score(tasks: list[Task], gens: dict[str, Generation], policies=POLICIES,
                 key = (task.id, middle)
                 if key not in verdicts:
                     program = task.prefix + middle + task.suffix + "\n\n" + task.test
-                    verdicts[key] = run_test(program)
+                    verdicts[key] = run_test(program, want=want)
                 row.tested += 1
                 row.passed += verdicts[key]
         if progress:
