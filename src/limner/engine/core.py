@@ -313,24 +313,30 @@ class Engine:
         stops = p.get("stop") or []
         scanner = prompts.StopScanner([stops] if isinstance(stops, str) else list(stops))
         stopper = _make_stopper(job.stop_spec)
+        # llama.cpp's t_max_predict_ms: a decode-time budget, checked only once a
+        # line break is out, so an editor gets at least one whole line.
+        t_max = _num(p, "t_max_predict_ms", 0.0) / 1000
         vocab = llm._model.vocab
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        n_out, emitted, reason, scanner_hit = 0, 0, None, False
+        n_out, sent, reason, scanner_hit, newline, timed_out = 0, 0, None, False, False, False
         piece = _PieceReader(vocab)
 
+        def release(upto: int) -> str:
+            nonlocal sent
+            out = stopper.text[sent:upto] if upto > sent else ""
+            sent = max(sent, upto)
+            return out
+
         def emit(text: str):
-            """Apply the FIM stopper; returns (text to send, stop reason or None)."""
-            nonlocal emitted
-            if stopper is None or not text:
-                emitted += len(text)
+            """Feed the FIM stopper; returns (text to send, stop reason or None).
+            Only text the stop has committed goes out, so a cut never has to
+            take back text a client already has (a trailing blank line, say)."""
+            if stopper is None:
                 return text, None
-            keep = stopper.feed(text)
+            keep = stopper.feed(text) if text else None
             if keep is None:
-                emitted += len(text)
-                return text, None
-            cut = max(0, keep - emitted)
-            emitted += min(cut, len(text))
-            return text[:cut], getattr(stopper, "reason", "fim")
+                return release(stopper.committed), None
+            return release(keep), getattr(stopper, "reason", "fim")
 
         while reason is None:
             if n_out >= limit:
@@ -339,6 +345,9 @@ class Engine:
             if cancel.is_set():
                 reason = "cancelled"
                 break
+            if t_max and newline and time.perf_counter() - t1 > t_max:
+                reason, timed_out = "length", True
+                break
             tok = sampler.sample(llm._ctx, -1)
             if llama_cpp.llama_vocab_is_eog(vocab, tok):
                 reason = "stop"
@@ -346,6 +355,7 @@ class Engine:
             n_out += 1
             llm.eval([tok])
             text, hit = scanner.feed(utf8.decode(piece(tok)))
+            newline = newline or "\n" in text
             out, why = emit(text)
             if out:
                 yield Text(out)
@@ -353,24 +363,36 @@ class Engine:
                 reason = why
             elif hit:
                 reason, scanner_hit = "stop", True
-        if reason in ("length", "stop") and not scanner_hit:
+        if reason in ("length", "stop") and stopper is not None:
             # End of stream: flush a held partial stop match and any split
-            # UTF-8 sequence, then let the FIM stopper have the last word.
-            tail = scanner.feed(utf8.decode(b"", final=True))[0] + scanner.flush()
+            # UTF-8 sequence, then let the FIM stopper have the last word on
+            # the text it held back (a stop string's cut is the client's own).
+            tail = "" if scanner_hit else scanner.feed(utf8.decode(b"", final=True))[0] + scanner.flush()
             out, why = emit(tail)
-            if out:
-                yield Text(out)
             if why:
                 reason = why
-            elif stopper is not None and stopper.finish() is not None:
-                reason = getattr(stopper, "reason", reason)
+            else:
+                keep = None if scanner_hit else stopper.finish()
+                if keep is not None:
+                    reason = getattr(stopper, "reason", reason)
+                out += release(len(stopper.text) if keep is None else keep)
+            if out:
+                yield Text(out)
+        elif reason in ("length", "stop") and not scanner_hit:
+            tail = scanner.feed(utf8.decode(b"", final=True))[0] + scanner.flush()
+            if tail:
+                yield Text(tail)
         t2 = time.perf_counter()
         self.cache.remember(m.path, llm)
         extra = {"model": m.name, "n_ctx": m.n_ctx, "n_threads": _num(p, "n_threads", self.n_threads, int) or self.n_threads}
         if load_s is not None:
             extra["load_ms"] = round(load_s * 1000, 1)
-        if reason == "length" and limit < max_tokens:
+        if reason == "length" and limit < max_tokens and not timed_out:
             extra["context_full"] = True
+        if timed_out:
+            extra["time_limit"] = True
+        if scanner_hit:
+            extra["stopping_word"] = scanner.hit
         yield Usage(prompt_tokens=len(tokens), completion_tokens=n_out,
                     prompt_ms=(t1 - t0) * 1000, predicted_ms=(t2 - t1) * 1000,
                     cached_tokens=reused, extra=extra)

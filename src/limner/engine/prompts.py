@@ -79,16 +79,18 @@ class StopScanner:
     def __init__(self, stops: list[str]):
         self.stops = [s for s in stops if s]
         self.held = ""
+        self.hit = ""  # the stop string that ended the text (llama.cpp's stopping_word)
 
     def feed(self, text: str) -> tuple[str, bool]:
         """(text safe to emit, whether a stop string was hit)."""
         if not self.stops:
             return text, False
         buf = self.held + text
-        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
+        hits = [(i, s) for i, s in ((buf.find(s), s) for s in self.stops) if i >= 0]
         if hits:
+            at, self.hit = min(hits)
             self.held = ""
-            return buf[: min(hits)], True
+            return buf[:at], True
         keep = 0
         for s in self.stops:
             for n in range(min(len(s) - 1, len(buf)), 0, -1):
