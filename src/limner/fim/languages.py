@@ -98,3 +98,49 @@ def detect(language: str | None = None, prefix: str = "", suffix: str = "",
         if lang:
             return lang
     return guess(prefix, suffix)
+
+
+def infer(language: str | None = None, prefix: str = "", suffix: str = "",
+          filename: str | None = None, other_paths: list[str] | tuple[str, ...] = ()) -> str | None:
+    """For a request from an editor that may say nothing (llama.vim's /infill):
+    a language field, the file's name, the text, then the names of the other
+    files the client sent (llama.vim's ring chunks), by majority, then a trial
+    parse. None means the stop's language-neutral indentation rules."""
+    lang = canonical(language) or (from_path(filename) if filename else None)
+    lang = lang or guess(prefix, suffix)
+    if lang:
+        return lang
+    votes: dict[str, int] = {}
+    for p in other_paths:
+        hit = from_path(p or "")
+        if hit:
+            votes[hit] = votes.get(hit, 0) + 1
+    ranked = sorted(votes.items(), key=lambda kv: -kv[1])
+    if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]):
+        return ranked[0][0]
+    return by_parse(prefix, suffix)
+
+
+# Grammars a trial parse tries: one per family of syntax (a tie means "unknown").
+_TRIAL = ("python", "javascript", "c")
+
+
+def by_parse(prefix: str, suffix: str, lines: int = 30) -> str | None:
+    """The one grammar that parses the text around the hole with the fewest
+    errors, when it is strictly the fewest; None on a tie or no text. Only a
+    few dozen lines are parsed, so it costs a few milliseconds."""
+    head = "\n".join(prefix.split("\n")[-lines:])
+    text = head + "\n" + "\n".join(suffix.split("\n")[:lines])
+    if sum(ch.isalpha() for ch in text) < 8:
+        return None
+    from limner.fim import treesitter
+
+    scores = []
+    for name in _TRIAL:
+        parser = treesitter.parser(name)
+        if parser is not None:
+            scores.append((treesitter.count_errors(parser.parse(text.encode("utf-8"))), name))
+    scores.sort(key=lambda s: s[0])
+    if not scores or (len(scores) > 1 and scores[0][0] == scores[1][0]):
+        return None
+    return scores[0][1]

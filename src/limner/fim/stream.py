@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from limner.events import Event, Failure, Stopped, Text
-from limner.fim.languages import detect
+from limner.fim.languages import detect, infer
 from limner.fim.stopper import Stopper
 
 
@@ -23,6 +23,14 @@ def make_stopper(spec: dict) -> Stopper:
     """spec: {"language", "prefix", "suffix"}; the language may be None (guessed)."""
     prefix, suffix = spec.get("prefix") or "", spec.get("suffix") or ""
     return Stopper(detect(spec.get("language"), prefix, suffix), prefix, suffix)
+
+
+def spec_for(prefix: str, suffix: str, language: str | None = None, filename: str | None = None,
+             other_paths: list[str] | tuple[str, ...] = ()) -> dict:
+    """The engine's stop_spec for a server request, its language inferred
+    when the client names none (see languages.infer)."""
+    return {"language": infer(language, prefix, suffix, filename, other_paths),
+            "prefix": prefix, "suffix": suffix}
 
 
 def stopper_for(req) -> Stopper:
@@ -92,4 +100,4 @@ def _drain(events) -> None:
             pass
 
 
-__all__ = ["guard", "make_stopper", "stopper_for"]
+__all__ = ["guard", "make_stopper", "spec_for", "stopper_for"]
