@@ -5,7 +5,8 @@ events) out. serve.py turns HTTP into a parsed request, runs it on the
 engine and shapes the events with these.
 The shapes follow OpenAI's API reference (chat.completion,
 chat.completion.chunk, text_completion, the error object) and llama.cpp
-server's /infill (content, stop, timings), so unmodified clients work.
+server's /infill (content, stop, timings; its parsing and shape are in
+serve_infill.py), so unmodified clients work.
 """
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ class Parsed:
     include_usage: bool = False
     echo: bool = False
     stop_spec: dict | None = None
+    prefixes: list[str] | None = None  # FIM prompts to try, whole first (serve_infill.fitted)
+    response_fields: list[str] | None = None  # llama.cpp's projection of the reply
 
 
 # ---------------------------------------------------------------- parsing
@@ -209,41 +212,15 @@ def parse_completion(body: Any) -> Parsed:
     p = Parsed("completion", _model(body), "completion", params=params_of(body), stream=stream,
                include_usage=_stream_options(body, stream), echo=_flag(body, "echo"))
     if suffix is not None:
+        from limner.fim.stream import spec_for
+
         p.mode, p.prefix, p.suffix = "fim", prompt, suffix
+        for key in ("language", "filename"):  # limner's additions: hints for the stop
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise RequestError(f"'{key}' must be a string", param=key)
+        p.stop_spec = spec_for(prompt, suffix, body.get("language"), body.get("filename"))
     else:
         p.prompt = prompt
-    return p
-
-
-def parse_infill(body: Any) -> Parsed:
-    """llama.cpp server's /infill: input_prefix, input_suffix, input_extra, n_predict, stream.
-
-    `input_extra` files go ahead of the prefix, laid out as limner's
-    `!context` inlines them, so the model sees the same text either way.
-    limner's own addition: `language` turns on the syntax-aware FIM stop.
-    """
-    from limner.context import block
-
-    body = _obj(body)
-    prefix = _text(body, "input_prefix", required=False) or ""
-    suffix = _text(body, "input_suffix", required=False) or ""
-    prompt = _text(body, "prompt", required=False) or ""  # llama.cpp: text after the prefix
-    extra = body.get("input_extra") or []
-    if not isinstance(extra, list):
-        raise RequestError("'input_extra' must be a list of {filename, text}", param="input_extra")
-    head = []
-    for i, chunk in enumerate(extra):
-        if not (isinstance(chunk, dict) and isinstance(chunk.get("text"), str)):
-            raise RequestError(f"input_extra[{i}] must be an object with a 'text' string",
-                               param=f"input_extra[{i}]")
-        head.append(block(str(chunk.get("filename") or f"extra{i}"), chunk["text"]))
-    p = Parsed("infill", _model(body), "fim", prefix="".join(head) + prefix + prompt,
-               suffix=suffix, params=params_of(body), stream=_flag(body, "stream"))
-    lang = body.get("language")
-    if lang is not None:
-        if not isinstance(lang, str):
-            raise RequestError("'language' must be a string", param="language")
-        p.stop_spec = {"language": lang, "prefix": prefix + prompt, "suffix": suffix}
     return p
 
 
@@ -322,29 +299,6 @@ def timings(u: Usage | None) -> dict:
             "predicted_per_second": round(dn * 1000 / dms, 2) if dms else 0.0}
 
 
-def stop_type(stopped: str | None) -> str:
-    """llama.cpp's stop_type: "limit" (n_predict), "word" (a stop string) or "eos"."""
-    if stopped == "length":
-        return "limit"
-    if stopped and stopped != "stop":
-        return "word"  # a FIM stop rule cut the middle, as a stop word would
-    return "eos"
-
-
-def infill_chunk(model: str, text: str) -> dict:
-    return {"content": text, "stop": False, "model": model}
-
-
-def infill_final(model: str, text: str, stopped: str | None, u: Usage | None) -> dict:
-    """The last /infill message (or the whole non-streamed reply, with all the text)."""
-    u = u or Usage()
-    return {"content": text, "stop": True, "model": model,
-            "tokens_predicted": u.completion_tokens or 0, "tokens_evaluated": u.prompt_tokens or 0,
-            "tokens_cached": u.cached_tokens or 0,
-            "stop_type": stop_type(stopped), "stopping_word": "",
-            "truncated": False, "limner_stop_reason": stopped, "timings": timings(u)}
-
-
 def models_list(infos: list, created: int) -> dict:
     data = []
     for m in infos:
@@ -406,8 +360,8 @@ class OpenAIShape:
                 elif isinstance(ev, Usage):
                     model = ev.extra.get("model") or model
                 elif isinstance(ev, Stopped):
-                    yield sse(self._chunk(model, None if self.kind == "chat" else "",
-                                          finish_reason(ev.reason)))
+                    yield sse(_why(self._chunk(model, None if self.kind == "chat" else "",
+                                               finish_reason(ev.reason)), ev.reason))
                     if parsed.include_usage:
                         yield sse(usage_chunk(self.kind, self.id, self.created, model, run.usage))
                 elif isinstance(ev, Failure):
@@ -424,36 +378,17 @@ class OpenAIShape:
         text = "".join(run.text)
         model = model_name(run, parsed.model)
         finish = finish_reason(run.end.reason if run.end else None)
+        reason = run.end.reason if isinstance(run.end, Stopped) else None
         if self.kind == "chat":
-            return chat_response(self.id, self.created, model, text, finish, run.usage)
+            return _why(chat_response(self.id, self.created, model, text, finish, run.usage), reason)
         if parsed.echo and parsed.prompt:
             text = parsed.prompt + text
-        return completion_response(self.id, self.created, model, text, finish, run.usage)
+        return _why(completion_response(self.id, self.created, model, text, finish, run.usage),
+                    reason)
 
 
-class InfillShape:
-    """llama.cpp server's /infill reply: {content, stop, timings}, streamed as SSE or whole."""
-
-    async def stream(self, parsed, run, first, events, model: str):
-        try:
-            pending = [first]
-            while True:
-                ev = pending.pop() if pending else await anext(events, None)
-                if ev is None:
-                    break
-                if isinstance(ev, Text):
-                    yield sse(infill_chunk(model, ev.text))
-                elif isinstance(ev, Usage):
-                    model = ev.extra.get("model") or model
-                elif isinstance(ev, Stopped):
-                    yield sse(infill_final(model, "", ev.reason, run.usage))
-                elif isinstance(ev, Failure):
-                    yield sse(error_body(f"{ev.message} {ev.hint}".strip(),
-                                         type="server_error", code=ev.kind))
-        finally:
-            if run.end is None:
-                run.cancel.set()
-
-    def whole(self, parsed, run):
-        return infill_final(model_name(run, parsed.model), "".join(run.text),
-                            run.end.reason if run.end else None, run.usage)
+def _why(reply: dict, reason: str | None) -> dict:
+    """limner's own reason on the choice: which FIM rule (fim:complete, ...)
+    or "stop" / "length"; OpenAI's finish_reason can only say "stop"."""
+    reply["choices"][0]["limner_stop_reason"] = reason
+    return reply

@@ -4,7 +4,8 @@
 
 Routes: POST /v1/chat/completions, POST /v1/completions (a `suffix` makes it
 fill-in-the-middle), GET /v1/models, llama.cpp-style POST /infill, and an
-unauthenticated GET /health.
+unauthenticated GET /health. /infill's parsing and reply shape are in
+serve_infill.py.
 
 How a request flows: auth, parse (openai_schema), a check that the model
 exists, then admission. The engine runs one generation at a time, so the
@@ -68,11 +69,15 @@ class Gate:
 class Run:
     """One request on the engine: a worker thread feeding events to the event loop."""
 
-    def __init__(self, engine, job, gate: Gate, record):
+    def __init__(self, engine, jobs: list, gate: Gate, record):
+        """jobs: the job, or for an /infill that may not fit the context, smaller
+        and smaller versions of it, tried in turn while the engine says it
+        does not fit (`truncated` then says a smaller one ran)."""
         self.cancel = threading.Event()
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.job, self.engine, self.gate, self.record = job, engine, gate, record
+        self.jobs, self.engine, self.gate, self.record = jobs, engine, gate, record
+        self.truncated = False
         self.started = time.monotonic()
         self.first_token_s: float | None = None
         self.text: list[str] = []
@@ -88,9 +93,18 @@ class Run:
 
     def _work(self) -> None:
         try:
-            for ev in self.engine.stream(self.job, self.cancel):
-                self._note(ev)
-                self._put(ev)
+            for i, job in enumerate(self.jobs):
+                retry = False
+                for ev in self.engine.stream(job, self.cancel):
+                    if (isinstance(ev, Failure) and ev.kind == "context"
+                            and i + 1 < len(self.jobs)):
+                        retry = True  # nothing was generated: try the next smaller prompt
+                        break
+                    self._note(ev)
+                    self._put(ev)
+                if not retry:
+                    break
+                self.truncated = True
         except BaseException as e:  # noqa: BLE001 - the engine promises no exceptions; be sure
             ev = Failure("engine", f"the engine failed: {type(e).__name__}: {e}")
             self._note(ev)
@@ -155,6 +169,7 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
     app.state.engine, app.state.gate = engine, gate
     record = _recorder(log)
     names: dict[str, frozenset] = {"known": frozenset()}
+    priming: set = set()  # /infill warm-ups evaluating in the background
 
     def refresh_models() -> list:
         infos = engine.models()
@@ -205,13 +220,18 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
             return _error(503, f"the server is busy: {gate.capacity - 1} requests are already "
                           "waiting. Retry later.", type="server_error", code="queue_full",
                           headers={"Retry-After": str(gate.retry_after())}), None
+        for warm in list(priming):  # a cache warm-up gives way to whatever comes next
+            warm.cancel.set()
+            if warm.end is not None:  # ended before it was added: `done` missed it
+                priming.discard(warm)
         return parsed, body
 
-    def start(request: Request, parsed: oa.Parsed, body: dict) -> Run:
-        job = Job(model=parsed.model, mode=parsed.mode, messages=parsed.messages,
-                  prompt=parsed.prompt, prefix=parsed.prefix, suffix=parsed.suffix,
-                  params=parsed.params, stop_spec=parsed.stop_spec)
-        run = Run(engine, job, gate, record)
+    def start(request: Request, parsed: oa.Parsed, body: dict, done=None) -> Run:
+        jobs = [Job(model=parsed.model, mode=parsed.mode, messages=parsed.messages,
+                    prompt=parsed.prompt, prefix=prefix, suffix=parsed.suffix,
+                    params=parsed.params, stop_spec=parsed.stop_spec)
+                for prefix in (parsed.prefixes or [parsed.prefix])]
+        run = Run(engine, jobs, gate, done or record)
         run.meta = {"path": request.url.path, "headers": dict(request.headers), "body": body,
                     "parsed": parsed}
         return run
@@ -234,6 +254,17 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
         parsed, body = await admit(request, parse)
         if not isinstance(parsed, oa.Parsed):
             return parsed
+        if parsed.kind == "infill" and parsed.params.get("max_tokens") == 0:
+            # llama.vim's warm-up (n_predict 0): it wants no text, only a primed
+            # prefix cache. Answer at once and evaluate the prompt in the
+            # background; the next request admitted cancels it, keeping what
+            # was evaluated so far.
+            def done(r: Run) -> None:
+                priming.discard(r)
+                record(r)
+
+            priming.add(start(request, parsed, body, done))
+            return JSONResponse(shape.warm(parsed, parsed.model or default_for(parsed.mode)))
         run = start(request, parsed, body)
         try:
             first, events = await first_event(request, run)
@@ -274,7 +305,9 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
 
     @app.post("/infill")
     async def infill(request: Request):
-        return await respond(request, oa.parse_infill, oa.InfillShape())
+        from limner.engine import serve_infill
+
+        return await respond(request, serve_infill.parse_infill, serve_infill.InfillShape())
 
     return app
 
