@@ -117,6 +117,7 @@ def _re2():
 def _compile(re2, pattern: str, where: str):
     opts = re2.Options()
     opts.max_mem = 64 << 20  # the private-key and generic DFAs outgrow the 8 MiB default
+    opts.log_errors = False  # RuleError says it; RE2 would also print to stderr
     try:
         return re2.compile(pattern, opts)
     except re2.error as e:
