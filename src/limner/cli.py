@@ -24,6 +24,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("limner.evals.cli:main", "measure models on code suites, side by side"),
     "replay": ("limner.evals.replay:main", "re-send logged exchanges to another model"),
     "check-code": ("limner.checks.cli:main", "syntax, import and security checks on code"),
+    "index": ("limner.retrieval.cli:index_main", "build or refresh a folder's code index"),
+    "outline": ("limner.retrieval.cli:outline_main", "ranked map of a folder's signatures"),
+    "retrieve": ("limner.retrieval.cli:retrieve_main", "best chunks of a folder for a query"),
 }
 
 USAGE = """\
