@@ -41,6 +41,7 @@ class Rule:
     allow: tuple[str, ...] = ()
     stopwords: tuple[str, ...] = ()
     group: int | None = None  # None: the first capture group that took part
+    prefixed: bool = False  # a token with its own prefix: shares one RE2 pass
     description: str = ""
     true: tuple[str, ...] = ()
     false: tuple[str, ...] = ()
@@ -52,7 +53,7 @@ class Compiled:
 
     rule: Rule
     pattern: Any  # matched against UTF-8 bytes (see scan.scan)
-    allow: tuple[Any, ...]  # matched against the secret as str
+    allow: Any  # rule + global allowlist in one regex, searched in the secret (str)
 
 
 @dataclass(frozen=True)
@@ -70,23 +71,31 @@ class RuleSet:
         """(compiled rules, compiled global allowlist), built once per RuleSet."""
         return self._build()[:2]
 
-    def candidates(self, data: bytes) -> list[Compiled]:
-        """The compiled rules whose keywords occur in data (or that have none)."""
-        crules, _, kwset, by_kw, always = self._build()
+    def passes(self, data: bytes) -> list[Pass]:
+        """The RE2 passes data needs: only rules whose keywords occur in it."""
+        _, _, kwset, by_kw, always, union, single = self._build()
         hit = set(always)
         for i in (kwset.Match(data) if kwset is not None else None) or ():
             hit.update(by_kw[i])
-        return [crules[i] for i in sorted(hit)]
+        out = [union] if union is not None and hit & union.indexes else []
+        out += [single[i] for i in sorted(hit) if i in single]
+        return out
 
     def _build(self):
         if not self._compiled:
             re2 = _re2()
+            gallow = tuple(_compile(re2, a, "global allow") for a in self.global_allow)
+            for r in self.rules:  # each alone first, so an error names its rule
+                for a in r.allow:
+                    _compile(re2, a, r.id + " allow")
+            # A rule's allowlist and the global one as one alternation: one
+            # search per candidate secret instead of one per pattern.
             crules = tuple(
                 Compiled(r, _compile(re2, r.regex, r.id),
-                         tuple(_compile(re2, a, r.id + " allow") for a in r.allow))
+                         _compile(re2, "|".join(f"(?:{a})" for a in r.allow + self.global_allow),
+                                  r.id + " allow") if r.allow or self.global_allow else None)
                 for r in self.rules
             )
-            gallow = tuple(_compile(re2, a, "global allow") for a in self.global_allow)
             # All keywords in one case-insensitive RE2 set: a single pass over
             # the text tells which rules can match at all.
             kws = sorted({k for r in self.rules for k in r.keywords})
@@ -100,8 +109,37 @@ class RuleSet:
                 for k in kws:
                     kwset.Add(re2.escape(k))
                 kwset.Compile()
-            self._compiled.append((crules, gallow, kwset, by_kw, always))
+            # Prefixed tokens cannot overlap one another, so one alternation
+            # finds them all in a single pass (~0.15 ms per 100 KB instead of
+            # that per rule); each alternative is wrapped in a group that says
+            # which rule matched. Rules matched by context (a name, a header)
+            # can overlap a token and keep a pass of their own.
+            members, parts, base, idx = [], [], 1, set()
+            for i, c in enumerate(crules):
+                if c.rule.prefixed:
+                    members.append((c, base, base + 1, c.pattern.groups))
+                    parts.append(f"({c.rule.regex})")
+                    base += 1 + c.pattern.groups
+                    idx.add(i)
+            union = (Pass(_compile(re2, "|".join(parts), "prefixed rules"), tuple(members),
+                          frozenset(idx)) if parts else None)
+            single = {i: Pass(c.pattern, ((c, 0, 1, c.pattern.groups),), frozenset({i}))
+                      for i, c in enumerate(crules) if not c.rule.prefixed}
+            self._compiled.append((crules, gallow, kwset, by_kw, always, union, single))
         return self._compiled[0]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One RE2 pass over the text and the rules it serves.
+
+    members: (rule, group that says this rule matched (0: the whole match),
+    the rule's first own group, how many it has).
+    """
+
+    pattern: Any
+    members: tuple[tuple[Compiled, int, int, int], ...]
+    indexes: frozenset
 
 
 def _re2():
@@ -143,7 +181,8 @@ def _rule(d: dict) -> Rule:
     if not isinstance(d.get("regex"), str):
         raise RuleError(f"{rid}: regex is required")
     unknown = set(d) - {"id", "family", "confidence", "regex", "keywords", "entropy",
-                        "allow", "stopwords", "group", "description", "true", "false"}
+                        "allow", "stopwords", "group", "prefixed", "description", "true",
+                        "false"}
     if unknown:
         raise RuleError(f"{rid}: unknown field(s) {', '.join(sorted(unknown))}")
     keywords = tuple(k.lower() for k in _strs(d, "keywords", rid))
@@ -155,6 +194,7 @@ def _rule(d: dict) -> Rule:
         allow=_strs(d, "allow", rid),
         stopwords=tuple(s.lower() for s in _strs(d, "stopwords", rid)),
         group=int(d["group"]) if "group" in d else None,
+        prefixed=bool(d.get("prefixed", False)),
         description=str(d.get("description", "")),
         true=_strs(d, "true", rid), false=_strs(d, "false", rid),
     )

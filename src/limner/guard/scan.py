@@ -4,7 +4,8 @@ The matcher runs each rule in four steps, cheapest first:
 
     keywords   does any of the rule's keywords occur (case-insensitive)?
                one RE2 set pass answers this for all rules; most stop here
-    regex      one RE2 pass over the text
+    regex      RE2 over the text: one pass for all prefixed tokens, one per
+               context rule (they can overlap a token, an alternation cannot)
     entropy    Shannon bits/char of the secret, so "aaaaaaaa" is no key
     allowlist  the rule's and the global regexes and stopwords
 
@@ -18,7 +19,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .rules import Compiled, RuleSet, load
+from .rules import Compiled, Pass, RuleSet, load
 
 PLACEHOLDER = "[[SECRET:{rule}:{n}]]"
 
@@ -64,33 +65,40 @@ def entropy(s: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
 
 
-def _secret_span(m, rule) -> tuple[int, int]:
-    if rule.group == 0:
-        return m.span()
-    for i in range(1, len(m.groups()) + 1):
-        if m.group(i) is not None:
-            return m.span(i)
-    return m.span()
+def _member(m, members):
+    """(rule, its outer group, first own group, group count) for this match."""
+    if len(members) == 1:
+        return members[0]
+    return next(x for x in members if m.group(x[1]) is not None)
 
 
-def _allowed(secret: str, c: Compiled, gallow, gstop) -> bool:
+def _secret_span(m, rule, outer: int, first: int, count: int) -> tuple[int, int]:
+    if rule.group != 0:
+        for g in range(first, first + count):
+            if m.group(g) is not None:
+                return m.span(g)
+    return m.span(outer)
+
+
+def _allowed(secret: str, c: Compiled, gstop) -> bool:
     low = secret.lower()
     if any(w in low for w in c.rule.stopwords) or any(w in low for w in gstop):
         return True
-    return any(a.search(secret) for a in c.allow) or any(a.search(secret) for a in gallow)
+    return c.allow is not None and c.allow.search(secret) is not None
 
 
-def _scan_rule(c: Compiled, data: bytes, gallow, gstop, out: list) -> None:
-    """Append (start, end, rule, secret) for c's matches; offsets in bytes."""
-    rule = c.rule
-    for m in c.pattern.finditer(data):
-        s, e = _secret_span(m, rule)
+def _scan_pass(p: Pass, data: bytes, gstop, out: list) -> None:
+    """Append (start, end, rule, secret) for the pass's matches; offsets in bytes."""
+    for m in p.pattern.finditer(data):
+        c, outer, first, count = _member(m, p.members)
+        rule = c.rule
+        s, e = _secret_span(m, rule, outer, first, count)
         if s == e:
             continue
         secret = data[s:e].decode("utf-8", "surrogatepass")
         if rule.entropy is not None and entropy(secret) < rule.entropy:
             continue
-        if _allowed(secret, c, gallow, gstop):
+        if _allowed(secret, c, gstop):
             continue
         out.append((s, e, rule, secret))
 
@@ -111,27 +119,31 @@ def scan(text: str, rules: RuleSet | None = None) -> list[Finding]:
 
     The text is scanned as UTF-8 bytes: RE2 works on bytes natively (on str
     the binding re-counts characters for every match). One pass of an RE2
-    set finds which keywords occur; only their rules run their regex, one
-    DFA pass each. Offsets become str indices only for findings.
+    set finds which keywords occur; only their rules run: the prefixed
+    tokens in one shared pass, each context rule in its own. Offsets become
+    str indices only for findings.
     """
     if not text:
         return []
     rs = rules or load()
-    crules, gallow = rs.compiled()
+    rs.compiled()
     data = text.encode("utf-8", "surrogatepass")
     raw: list = []
-    for c in rs.candidates(data):
-        _scan_rule(c, data, gallow, rs.global_stopwords, raw)
+    for p in rs.passes(data):
+        _scan_pass(p, data, rs.global_stopwords, raw)
     ascii_only = len(data) == len(text)
     out = []
+    # Byte offset -> str index and line number, counted forward from the
+    # previous finding so many findings cost one pass, not one each.
+    bpos = cpos = 0
+    line = 1
     for s, e, rule, secret in _dedupe(raw):
-        if not ascii_only:
-            s = len(data[:s].decode("utf-8", "surrogatepass"))
-            e = s + len(secret)
-        line = text.count("\n", 0, s) + 1
-        col = s - (text.rfind("\n", 0, s) + 1) + 1
-        out.append(Finding(rule.id, rule.family, rule.confidence, s, e, line, col,
-                           fingerprint(rule.id, secret), secret))
+        cs = s if ascii_only else cpos + len(data[bpos:s].decode("utf-8", "surrogatepass"))
+        line += text.count("\n", cpos, cs)
+        bpos, cpos = s, cs
+        col = cs - (text.rfind("\n", 0, cs) + 1) + 1
+        out.append(Finding(rule.id, rule.family, rule.confidence, cs, cs + len(secret), line,
+                           col, fingerprint(rule.id, secret), secret))
     return out
 
 
