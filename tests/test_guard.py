@@ -96,6 +96,14 @@ def test_finding_has_line_column_and_span_in_unicode_text():
     assert text[f.start:f.end] == GH
 
 
+def test_lone_surrogates_and_many_findings_keep_offsets():
+    # Text decoded with surrogateescape may hold lone surrogates; offsets stay right.
+    text = "\udcff é\n" + "\n".join(f"ü {GH if i % 2 else GH2}" for i in range(6))
+    fs = guard.scan(text)
+    assert [f.line for f in fs] == [2, 3, 4, 5, 6, 7]
+    assert all(text[f.start:f.end] == f.secret and f.column == 3 for f in fs)
+
+
 def test_fingerprint_is_stable_and_holds_no_secret():
     [a] = guard.scan(f"x {GH} y")
     [b] = guard.scan(f"other text\n{GH}")
