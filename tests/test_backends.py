@@ -85,11 +85,30 @@ def test_url_like_illume(api, mode, url):
     ("http://h/{model}/v1", "{model}"),
     ("http://h/{model/v1", "without its"),
     ("http://invalid./", "no !api"),
+    # What httpx would refuse mid-send (once an internal error via fim:auto's probe):
+    ("localhost:8080", "http:// or https://"),
+    ('"ftp://h/x"', "http:// or https://"),
+    ("http:///v1", "no host"),
+    ("http://h:99999/", "Port out of range"),
+    ("http://h:abc/", "not a valid URL"),
+    ("http://[::1/", "not a valid URL"),
+    ("http://h\x00/", "control character (U+0000)"),
+    ("http://h/v1\r", "control character (U+000D)"),
+    ("http://999.1.1.1/", "IPv4"),
+    ("http://\u2603.net/", "international domain name"),
+    ("http://xn--zz/", "international domain name"),
+    ("http://exa mple.com/", "space"),
 ])
 def test_url_problems_are_buffer_errors_at_the_api_line(api, words):
     with pytest.raises(BufferError) as e:
         backends.open(chat(api, api_line=4))
     assert words in e.value.message and e.value.line == 4 and e.value.hint
+
+
+def test_embedded_url_needs_the_embedded_backend():
+    assert backends.open(chat("embedded://")).name == "embedded"
+    with pytest.raises(BufferError, match="http:// or https://"):
+        backends.open(chat("embedded://", backend="openai"))
 
 
 def test_backend_choice():

@@ -380,6 +380,8 @@ class _Parser:
                           f"Add `!:{key} VALUE`, or remove {{{key}}} from the URL.")
         if not closed:
             self.fail(_At(req.api_line, 0, ""), "!api has a { without a closing }")
+        elif req.api != INVALID_URL and all(key in req.data for key in keys):
+            self._lint_url()
         if req.fim_template and req.mode != FIM:
             keys, closed = template_keys(req.fim_template)
             for key in keys:
@@ -390,6 +392,17 @@ class _Parser:
         for extra in self.holes[1:]:
             self.fail(_At(extra, 0, ""), f"a second !infill hole (the first is at line {self.holes[0]}); "
                       "only the text up to the next one is the suffix", severity="warning")
+
+    def _lint_url(self) -> None:
+        """The URL as sending would build it: a bad scheme, host or port is an error here too."""
+        from limner.backends import choose  # light: builds no adapter, sends nothing
+        from limner.backends.base import split_api
+
+        try:
+            if choose(self.req) != "embedded":  # the engine ignores the URL
+                split_api(self.req)
+        except BufferError as e:
+            self.fail(_At(self.req.api_line, 0, ""), e.message, e.hint)
 
 
 def _run(text, env, cwd, default_profile, config_dir, issues) -> Request:

@@ -164,6 +164,9 @@ def split_api(req: Request) -> tuple[str, bool]:
             "`!profile NAME` (e.g. llama.cpp, openai, claude).",
             line=req.api_line,
         )
+    from limner.backends import urls
+
+    urls.check(api, req.api_line)  # what httpx would refuse mid-send: an error at !api's line
     return api, literal
 
 
