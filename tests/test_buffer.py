@@ -338,6 +338,31 @@ def test_context_missing_path_is_an_error_with_its_line(parse):
         assert e.value.line == 3
 
 
+@pytest.mark.parametrize("directive", [
+    "!context a\x00.py", "!context src\x00 .py", "!reddit t\x00.json", "!github i.json c\x00.json",
+    "!profile nope\x00", "!profile ./p\x00.profile", "!context a.py\ud800",
+])
+def test_a_path_no_system_call_takes_is_an_error_at_its_line(parse, tmp_path, directive):
+    # open() raises ValueError for these, which once escaped as an internal error.
+    write(tmp_path, "i.json", "{}")
+    with pytest.raises(BufferError) as e:
+        parse(f"!user\nq\n{directive}\n")
+    assert e.value.line == 3 and ("NUL" in e.value.message or "not a valid file name" in e.value.message)
+    assert [i.line for i in buffer.check(f"!user\nq\n{directive}\n", cwd=str(tmp_path), env={})] == [3]
+
+
+def test_check_reports_an_api_url_that_cannot_be_sent_to(tmp_path):
+    def lines(text):
+        return [(i.line, i.message) for i in buffer.check(text, env={}, cwd=str(tmp_path))]
+
+    assert lines("!api localhost:8080\n!user\nq\n") == [
+        (1, "!api: the URL must start with http:// or https://: 'localhost:8080'")]
+    assert lines("!user\nq\n!api http://h:99999/v1\n")[0][0] == 3
+    assert lines("!profile llama.cpp\n!api http://h:8080/v1\n!user\nq\n") == []
+    assert lines("!api embedded://\n!user\nq\n") == []  # the engine has no URL to check
+    assert lines("!api http://h/{model}/v1\n!user\nq\n")[0][1].startswith("!api uses {model}")  # once
+
+
 def test_context_named_file_must_be_utf8(parse, tmp_path):
     write(tmp_path, "bin.dat", b"\xff\xfe")
     with pytest.raises(BufferError, match="not UTF-8"):

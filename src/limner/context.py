@@ -38,7 +38,25 @@ def block(name: str, text: str) -> str:
     return f"**`{name}`**\n{f}\n{text}{f}\n\n"
 
 
+def check_path(shown: str, what: str = "the path") -> None:
+    """Refuse, as a BufferError, a name no system call can take.
+
+    open() raises ValueError for these, which the parser would not catch: a
+    NUL byte, or a lone surrogate (which text decoded from UTF-8 never holds).
+    """
+    if "\0" in shown:
+        raise BufferError(
+            f"{what} {shown.replace(chr(0), '<NUL>')!r} holds a NUL byte",
+            "File names cannot contain NUL; remove it from the line.",
+        )
+    try:
+        os.fsencode(shown)
+    except UnicodeEncodeError:
+        raise BufferError(f"{what} {shown!r} is not a valid file name") from None
+
+
 def _read(path: str, shown: str) -> bytes:
+    check_path(shown)
     try:
         with open(path, "rb") as fh:
             return fh.read()
@@ -91,6 +109,7 @@ def include(fields: list[str], cwd: str, line: int) -> list[ContextFile]:
 
 
 def _walk(root: str, suffixes: list[str], cwd: str, line: int):
+    check_path(root)
     real_root = os.path.join(cwd, root)
     if not os.path.lexists(real_root):
         raise BufferError(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from limner.context import check_path
 from limner.errors import BufferError
 
 # Used when the buffer loads no profile. Illume's is "llama.cpp" (a server on
@@ -167,6 +168,7 @@ def resolve(name: str, *, cwd: str, config: str) -> tuple[str, str]:
             "!profile needs a name",
             f"Built-in profiles: {', '.join(BUILTIN)}.",
         )
+    check_path(name, "profile name")  # a NUL would reach open() as ValueError
     if "/" in name or "\\" in name:
         path = os.path.join(cwd, name)
         missing = f"cannot read profile file {name}"
