@@ -236,6 +236,41 @@ def test_close_aborts_a_stream_at_once(fault_server):
     assert not any(isinstance(e, (Stopped, Failure)) for e in rest)
 
 
+def test_fim_auto_asks_the_server_only_when_sending(fault_server):
+    import fuzz_buffers  # tests/: the fuzz test's socket guard
+
+    from limner import buffer, render
+
+    text = f"!profile fim:auto\n!api {fault_server.url('ok')}\ndef f():\n!infill\n    pass\n"
+    req = buffer.parse(text)
+    attempts: list = []
+    with fuzz_buffers.no_network(attempts):  # !debug is a dry run: no /props probe
+        adapter = backends.open(req)
+        shown = render.debug(adapter.describe())
+    assert attempts == [] and req.mode == "infill"
+    props = fault_server.url("ok")[: -len("/v1")] + "/props"
+    assert shown.startswith(f"\n\n!note fim:auto: decided at send time by asking {props} ")
+    assert f"POST {fault_server.url('ok')}/completions with the prefix only" in shown
+    assert f"\n\nPOST {fault_server.url('ok')}/infill HTTP/1.1\n" in shown
+    note = shown.split("\n\nPOST")[0]  # one !note line, skipped when the buffer is sent again
+    assert note.count("\n") == 2 and buffer.parse(text + note + "\n").messages == req.messages
+    # Sending asks: the fault server's /props is not llama.cpp's, so prefix-only completion.
+    events = list(adapter.stream())
+    assert isinstance(events[-1], Stopped) and texts(events)
+    assert fault_server.requests[-1][0] == "/ok/v1/completions"
+    assert req.mode == "fim" and req.prompt == req.prefix
+    call = adapter.describe()
+    assert call.note == "" and call.url == f"{fault_server.url('ok')}/completions"
+    assert json.loads(fault_server.requests[-1][2])["prompt"] == "def f():\n"
+
+
+def test_fim_auto_probe_never_raises():
+    from limner.fim import templates
+
+    for url in ("http://h\x00/", "http://\u2603/", "ftp://x/", "http://127.0.0.1:9/v1"):
+        assert templates.probe_infill(url, timeout=0.5) is None
+
+
 @pytest.mark.server
 def test_real_llama_server_completion(llama_server):
     req = chat(llama_server, mode="completion", prompt="The capital of France is",

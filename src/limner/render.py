@@ -44,6 +44,9 @@ def debug(call: HttpCall) -> str:
     from limner.backends.base import encode_go_json
 
     lines = [f"\n\n{call.method} {secrets.mask_url(call.url)} HTTP/1.1\n"]
+    if call.note:  # a !note line: the parser skips it when the buffer is sent again
+        note = " ".join(secrets.mask_url(w) if "://" in w else w for w in call.note.split(" "))
+        lines.insert(0, f"\n\n!note {note}")
     for key, value in secrets.mask_headers(call.headers).items():
         lines.append(f"{key}: {value}\n")
     masked = _same_shape(call.body, secrets.mask_body(call.body))

@@ -99,3 +99,6 @@ class HttpCall:
     body: dict[str, Any]
     method: str = "POST"
     stream: bool = True
+    # For `!debug`: what the call depends on that only sending can tell
+    # (fim:auto's /props probe). One line; never sent.
+    note: str = ""

@@ -54,9 +54,15 @@ def load(name: str):
 
 
 def open(req: Request):  # noqa: A001 - the module's verb: backends.open(req)
-    """The one adapter for this request. BufferError for a bad or missing !api."""
-    if "fim:auto" in req.profiles:  # FIM hook: pick template, /infill or prefix-only
-        from limner.fim.templates import apply_auto
+    """The one adapter for this request. BufferError for a bad or missing !api.
 
-        apply_auto(req)
+    Never touches the network: fim:auto's question to the server waits for stream().
+    """
+    if "fim:auto" in req.profiles and choose(req) != "embedded":
+        from limner.fim.templates import auto_pending
+
+        if auto_pending(req):  # /infill or a FIM completion: the server decides
+            from limner.backends.fim_auto import AutoFimAdapter
+
+            return AutoFimAdapter(req, lambda r: load(choose(r))(r))
     return load(choose(req))(req)

@@ -106,40 +106,64 @@ def http_plan(req, server_has_infill: bool | None) -> Plan:
     return Plan("prefix-only", "{prefix}", why="no template and no /infill: prefix-only completion")
 
 
-def probe_infill(base_url: str, timeout: float = 1.0) -> bool | None:
-    """Does the server at base_url offer llama.cpp's /infill? None: could not tell."""
-    import httpx
-
+def props_url(base_url: str) -> str:
+    """Where llama.cpp's server describes itself: its root's /props (not under /v1)."""
     root = base_url.rstrip("/")
     if root.endswith("/v1"):
         root = root[:-3]
+    return root + "/props"
+
+
+def probe_infill(base_url: str, timeout: float = 1.0) -> bool | None:
+    """Does the server at base_url offer llama.cpp's /infill? None: could not tell.
+
+    Network I/O: only ever called when sending (backends/fim_auto.py), never
+    for `!debug`. Never raises: any failure means "could not tell".
+    """
+    from limner.backends.base import load_httpx
+
+    httpx = load_httpx()
     try:
-        r = httpx.get(root + "/props", timeout=timeout)
-    except httpx.HTTPError:
+        r = httpx.get(props_url(base_url), timeout=timeout)
+    except Exception:  # noqa: BLE001 - refused, timed out, a URL httpx rejects: no answer
         return None
     if r.status_code != 200:
         return False
     try:
         props = r.json()
-    except ValueError:
+    except ValueError:  # not JSON: not llama.cpp
         return False
     return isinstance(props, dict) and "default_generation_settings" in props
 
 
-def apply_auto(req) -> None:
-    """Resolve `fim:auto` on an HTTP request in place (the embedded engine resolves its own)."""
-    from limner.request import FIM, INFILL
+def auto_pending(req) -> bool:
+    """fim:auto on an HTTP infill request whose layout only the server can decide."""
+    from limner.request import INFILL
 
-    if AUTO_PROFILE not in (req.profiles or []) or req.mode not in (INFILL, FIM):
-        return
-    if req.backend == "embedded" or req.fim_template:
+    return (AUTO_PROFILE in (req.profiles or []) and req.mode == INFILL
+            and req.backend != "embedded" and not req.fim_template)
+
+
+def resolve_auto(req, server_has_infill: bool | None) -> Plan:
+    """Apply the plan for this answer to req in place: /infill stays, else a FIM completion."""
+    from limner.request import FIM
+
+    plan = http_plan(req, server_has_infill)
+    if plan.kind != "infill":
+        req.mode = FIM
+        req.fim_template = plan.template or "{prefix}"
+        req.prompt = fill(req.fim_template, req.prefix or "", req.suffix or "")
+    return plan
+
+
+def apply_auto(req) -> None:
+    """Resolve `fim:auto` on an HTTP request in place, probing the server (network I/O).
+
+    The embedded engine resolves its own; backends.open defers this to send time.
+    """
+    if not auto_pending(req):
         return
     from limner.backends.base import split_api
 
     url, _ = split_api(req)
-    plan = http_plan(req, probe_infill(url))
-    if plan.kind == "infill" or req.mode == FIM:
-        return
-    req.mode = FIM
-    req.fim_template = plan.template or "{prefix}"
-    req.prompt = fill(req.fim_template, req.prefix or "", req.suffix or "")
+    resolve_auto(req, probe_infill(url))
