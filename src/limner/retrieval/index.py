@@ -24,7 +24,7 @@ from limner.errors import LimnerError
 from limner.fim.languages import from_path
 
 # Bump when the tables or what tags.py extracts change: old caches rebuild.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_BYTES = 1_000_000      # bigger files are data or generated, not code to read
 SNIFF = 8192               # bytes examined for a NUL (binary)
 MAX_AVG_LINE = 300         # minified / generated one-liners
@@ -48,7 +48,7 @@ CREATE INDEX refs_file ON refs(file_id);
 CREATE TABLE chunks(id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL, kind TEXT, name TEXT,
                     start INTEGER, end INTEGER, text TEXT);
 CREATE INDEX chunks_file ON chunks(file_id);
-CREATE INDEX chunks_name ON chunks(name) WHERE name != '';
+CREATE INDEX chunks_name ON chunks(name);
 CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content='chunks', content_rowid='id');
 """
 

@@ -23,7 +23,7 @@ from limner.retrieval.budget import Approx, Block, Counter, fit
 MAX_PER_FILE = 2      # Tabby's rule: variety beats five views of one file
 DEFS_PER_NAME = 3     # an ambiguous name gets a few of its definitions, not all
 BM25_CANDIDATES = 40
-COMMON = 0.05         # a word in more than this share of chunks is noise to BM25
+COMMON = 0.01         # a word in more than this share of chunks is noise to BM25
 CURSOR_LINES = 20     # the "code around the cursor" for similarity
 NEAR_LINES = (15, 5)  # lines before / after the hole whose identifiers we resolve
 TOO_SIMILAR = 0.9     # a window this close to the cursor area makes the model repeat
@@ -114,7 +114,7 @@ def _doc_freq(idx, word: str) -> int:
     return cache[word]
 
 
-def fts_query(idx, text: str, max_terms: int = 12) -> str:
+def fts_query(idx, text: str, max_terms: int = 8) -> str:
     """An OR query of the text's rarer words (common ones make BM25 slow and vague)."""
     words = sorted({w.lower() for w in _WORD.findall(text) if len(w) >= 2 and w.lower() not in STOP})
     # Only large indexes have words common enough to slow BM25 down; the
@@ -126,14 +126,23 @@ def fts_query(idx, text: str, max_terms: int = 12) -> str:
 
 
 def _bm25(idx, query: str, limit: int, kind: str | None = None) -> list[tuple]:
+    """(path, start, end, text), best first. The ranking runs on the FTS table
+    alone and only the top rows are joined: joining every match first is
+    what made a common query slow."""
     if not query:
         return []
-    sql = ("SELECT f.path, c.start, c.end, c.text FROM chunks_fts "
-           "JOIN chunks c ON c.id = chunks_fts.rowid JOIN files f ON f.id = c.file_id "
-           "WHERE chunks_fts MATCH ? " + ("AND c.kind = ? " if kind else "") +
-           "ORDER BY bm25(chunks_fts), f.path, c.start LIMIT ?")
-    args = (query, kind, limit) if kind else (query, limit)
-    return idx.conn.execute(sql, args).fetchall()
+    top = idx.conn.execute(
+        "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? "
+        "ORDER BY s, rowid LIMIT ?", (query, limit * 3 if kind else limit)).fetchall()
+    if not top:
+        return []
+    order = {rowid: i for i, (rowid, _) in enumerate(top)}
+    marks = ",".join("?" * len(order))
+    rows = idx.conn.execute(
+        f"SELECT c.id, f.path, c.start, c.end, c.text, c.kind FROM chunks c "
+        f"JOIN files f ON f.id = c.file_id WHERE c.id IN ({marks})", list(order)).fetchall()
+    rows.sort(key=lambda r: (order[r[0]], r[1], r[2]))
+    return [r[1:5] for r in rows if kind is None or r[5] == kind][:limit]
 
 
 def retrieve(idx, query: str, budget: int = 1024, counter: Counter | None = None,
