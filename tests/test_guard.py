@@ -122,6 +122,18 @@ def test_overlapping_rules_give_one_finding_high_wins():
     assert f.rule == "github-token" and f.confidence == "high"
 
 
+@pytest.mark.parametrize("wrap", [
+    '{"log": "line one\\n%s\\nline three"}',  # a JSON-escaped newline glues it to "n"
+    "cmd\\t%s",
+    '"msg": "token:\\r\\n%s"',
+])
+def test_token_after_an_escaped_newline_is_found(wrap):
+    text = wrap % GH
+    [f] = guard.scan(text)
+    assert f.rule == "github-token" and f.secret == GH
+    assert guard.redact(text) == wrap % "[[SECRET:github-token:1]]"
+
+
 def test_global_allowlist_placeholders_and_env_refs():
     assert guard.scan("api_key = ${OPENAI_API_KEY}\nsecret: <paste here>\n") == []
     assert guard.scan("token = [[SECRET:generic-secret:1]]") == []

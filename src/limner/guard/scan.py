@@ -87,9 +87,24 @@ def _allowed(secret: str, c: Compiled, gstop) -> bool:
     return c.allow is not None and c.allow.search(secret) is not None
 
 
-def _scan_pass(p: Pass, data: bytes, gstop, out: list) -> None:
-    """Append (start, end, rule, secret) for the pass's matches; offsets in bytes."""
-    for m in p.pattern.finditer(data):
+def _unescaped(data: bytes) -> bytes:
+    """data with each escaped \\n, \\r, \\t's letter made that control character.
+
+    Text pasted from JSON and logs writes line breaks as a backslash and a
+    letter, which glues the next token to a word character ("\\nghp_...")
+    so no word boundary precedes it. Same length, so offsets stay valid;
+    secrets are still cut from the original bytes.
+    """
+    if b"\\" not in data:
+        return data
+    return (data.replace(b"\\n", b"\\\n").replace(b"\\r", b"\\\r")
+            .replace(b"\\t", b"\\\t"))
+
+
+def _scan_pass(p: Pass, view: bytes, data: bytes, gstop, out: list) -> None:
+    """Append (start, end, rule, secret) for the pass's matches in `view` (data,
+    unescaped); offsets in bytes, secrets cut from `data`."""
+    for m in p.pattern.finditer(view):
         c, outer, first, count = _member(m, p.members)
         rule = c.rule
         s, e = _secret_span(m, rule, outer, first, count)
@@ -128,9 +143,10 @@ def scan(text: str, rules: RuleSet | None = None) -> list[Finding]:
     rs = rules or load()
     rs.compiled()
     data = text.encode("utf-8", "surrogatepass")
+    view = _unescaped(data)
     raw: list = []
     for p in rs.passes(data):
-        _scan_pass(p, data, rs.global_stopwords, raw)
+        _scan_pass(p, view, data, rs.global_stopwords, raw)
     ascii_only = len(data) == len(text)
     out = []
     # Byte offset -> str index and line number, counted forward from the
