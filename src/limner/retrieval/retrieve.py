@@ -14,6 +14,7 @@ same blocks in the same order.
 from __future__ import annotations
 
 import builtins
+import collections
 import os
 import re
 from typing import Callable
@@ -29,6 +30,10 @@ NEAR_LINES = (15, 5)  # lines before / after the hole whose identifiers we resol
 TOO_SIMILAR = 0.9     # a window this close to the cursor area makes the model repeat
 AMBIGUOUS = 4         # near the cursor, a name defined more often than this is skipped
 GENERIC = frozenset(dir(builtins))  # `str`, `len`: the builtin, not a local namesake
+MODULES = 3           # modules the file qualifies most (`events.X`), by signatures
+MODULE_LINES = 60     # signature lines of one module, at most
+PAIRS = 6             # `module.name` uses from earlier in the file, resolved exactly
+SIMILAR = 8           # similar definitions / windows tried, best first
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WORD = re.compile(r"[A-Za-z0-9]+")
@@ -83,15 +88,17 @@ class _Picker:
                                  reason, priority=len(self.blocks)))
 
 
-def _definitions(idx, name: str) -> list[tuple]:
-    """(path, start, end, text) of `name`'s definitions: chunks, else signatures."""
+def _definitions(idx, name: str, path: str | None = None) -> list[tuple]:
+    """(path, start, end, text) of `name`'s definitions (in `path` only, if
+    given): chunks, else signatures."""
+    where, args = ("AND f.path = ? ", (name, path)) if path else ("", (name,))
     rows = idx.conn.execute(
         "SELECT f.path, c.start, c.end, c.text FROM chunks c JOIN files f ON f.id = c.file_id "
-        "WHERE c.name = ? AND c.kind = 'def' ORDER BY f.path, c.start", (name,)).fetchall()
+        f"WHERE c.name = ? AND c.kind = 'def' {where}ORDER BY f.path, c.start", args).fetchall()
     if not rows:  # constants, prototypes: one line is all there is
         rows = idx.conn.execute(
             "SELECT f.path, d.line, d.line, d.signature FROM defs d JOIN files f ON f.id = d.file_id "
-            "WHERE d.name = ? ORDER BY f.path, d.line", (name,)).fetchall()
+            f"WHERE d.name = ? {where}ORDER BY f.path, d.line", args).fetchall()
     return rows[:DEFS_PER_NAME]
 
 
@@ -166,6 +173,77 @@ def jaccard(a: frozenset, b: frozenset) -> float:
     return len(a & b) / len(a | b) if a or b else 0.0
 
 
+_LOCAL = re.compile(r"^\s*(?:def|class|function|func|fn|for|async def)\s+(\w+)"
+                    r"|^\s*(\w+)\s*(?::[^=]*)?=(?!=)", re.M)
+_PARAMS = re.compile(r"\bdef\s+\w+\s*\(([^)]*)\)")
+_QUALIFIER = re.compile(r"\b([A-Za-z_]\w*)\.[A-Za-z_]")
+_PAIR = re.compile(r"(?<![.\w])([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
+
+
+_FROM_IMPORT = re.compile(r"^\s*from\s+[\w.]+\s+import\s+\(?([\w\s,]+)", re.M)
+_IMPORT = re.compile(r"^\s*import\s+([\w.]+)", re.M)
+
+
+def _imported(prefix: str) -> list[str]:
+    """Names the file imports (Python): `from . import events` -> events."""
+    names = [m.group(1).rsplit(".", 1)[-1] for m in _IMPORT.finditer(prefix)]
+    for m in _FROM_IMPORT.finditer(prefix):
+        names += [w.split()[0] for w in m.group(1).split(",") if w.strip()]
+    return names
+
+
+def _module_stems(idx) -> dict[str, str]:
+    """Module name -> its one file (`events` -> asyncio/events.py); ambiguous stems dropped."""
+    if "_stems" not in idx.__dict__:
+        seen: dict[str, list[str]] = {}
+        for (path,) in idx.conn.execute("SELECT path FROM files WHERE status='ok' AND lang IS NOT NULL"):
+            parts = path.rsplit("/", 2)
+            stem = parts[-1].rsplit(".", 1)[0]
+            if stem in ("__init__", "index", "mod") and len(parts) > 1:
+                stem = parts[-2]
+            seen.setdefault(stem, []).append(path)
+        idx._stems = {k: v[0] for k, v in seen.items() if len(v) == 1}
+    return idx._stems
+
+
+def _add_module(idx, pick, path: str, exclude, current: str) -> None:
+    """A module's top-level signatures as one block (members would crowd out other modules)."""
+    if path == current:
+        return
+    rows = idx.conn.execute(
+        "SELECT d.line, d.depth, d.signature FROM defs d JOIN files f ON f.id = d.file_id "
+        "WHERE f.path = ? AND d.depth = 0 ORDER BY d.line", (path,)).fetchall()[:MODULE_LINES]
+    if rows:
+        text = "\n".join(sig for _, _, sig in rows)
+        pick.add(path, rows[0][0], rows[-1][0], text, "signatures of the module", exclude)
+
+
+_BARE = re.compile(r"(?<![.\w])([A-Za-z_]\w*)")
+
+
+def _add_definitions(idx, pick, name: str, exclude) -> None:
+    many = idx.conn.execute("SELECT count(*) FROM (SELECT 1 FROM defs WHERE name = ? LIMIT ?)",
+                            (name, AMBIGUOUS + 1)).fetchone()[0]
+    if many > AMBIGUOUS:  # `end`, `get`: which one is meant is a guess
+        return
+    for p, start, end, text in _definitions(idx, name):
+        pick.add(p, start, end, text, f"definition of {name}", exclude)
+
+
+def _add_similar(idx, pick, text: str, kind: str, reason: str, exclude) -> None:
+    """BM25 candidates of `kind`, re-ranked by Jaccard over identifier sets."""
+    want = _tokens(text)
+    candidates = []
+    for p, start, end, body in _bm25(idx, fts_query(idx, text), BM25_CANDIDATES, kind=kind):
+        if exclude(p, start, end):
+            continue
+        sim = jaccard(want, _tokens(body))
+        if sim < TOO_SIMILAR:
+            candidates.append((-sim, p, start, end, body))
+    for neg, p, start, end, body in sorted(candidates)[:SIMILAR]:
+        pick.add(p, start, end, body, f"{reason} ({-neg:.2f})")
+
+
 def retrieve_for_cursor(idx, path: str, prefix: str, suffix: str, budget: int = 512,
                         counter: Counter | None = None, framer: Callable = frame,
                         visible_from: int = 1) -> list[Block]:
@@ -188,25 +266,47 @@ def retrieve_for_cursor(idx, path: str, prefix: str, suffix: str, budget: int = 
     near_after = identifiers("\n".join(after[:NEAR_LINES[1]]))
     local = {r[0] for r in idx.conn.execute(
         "SELECT d.name FROM defs d JOIN files f ON f.id = d.file_id WHERE f.path = ?", (current,))}
-    local.update(m.group(1) for m in re.finditer(r"\b(?:def|class|function|func|fn)\s+(\w+)", prefix))
+    local.update(a or b for a, b in _LOCAL.findall(prefix))  # defined or assigned here
+    for params in _PARAMS.findall(prefix):
+        local.update(_IDENT.findall(params))
+    stems = _module_stems(idx)
+    qualified = collections.Counter(m.group(1) for m in _QUALIFIER.finditer(prefix))
+    qualified.update(n for n in _imported(prefix) if n in stems)
+    modules_done = set()
+    near = "\n".join(before[-NEAR_LINES[0]:] + after[:NEAR_LINES[1]])
+    # `x.name` near the hole is an attribute: its definition is a guess among
+    # classes, so those come after bare names, modules and similar definitions.
+    bare = {m.group(1) for m in _BARE.finditer(near)}
+    later = []
     for name in dict.fromkeys(near_before + near_after):
-        if name in local or name in GENERIC:  # seen already, or the builtin is meant
+        if name in qualified and name in stems:  # `events.X`: the model needs events' API
+            _add_module(idx, pick, stems[name], exclude, current)
+            modules_done.add(name)
+        elif name in local or name in GENERIC:  # seen already, or the builtin is meant
             continue
-        many = idx.conn.execute("SELECT count(*) FROM (SELECT 1 FROM defs WHERE name = ? "
-                                "LIMIT ?)", (name, AMBIGUOUS + 1)).fetchone()[0]
-        if many > AMBIGUOUS:  # `end`, `get`: which one is meant is a guess
-            continue
-        for p, start, end, text in _definitions(idx, name):
-            pick.add(p, start, end, text, f"definition of {name}", exclude)
-    area = "\n".join(before[-CURSOR_LINES:])
-    want = _tokens(area)
-    candidates = []
-    for p, start, end, text in _bm25(idx, fts_query(idx, area), BM25_CANDIDATES, kind="window"):
-        if exclude(p, start, end):
-            continue
-        sim = jaccard(want, _tokens(text))
-        if sim < TOO_SIMILAR:
-            candidates.append((-sim, p, start, end, text))
-    for neg, p, start, end, text in sorted(candidates)[:BM25_CANDIDATES]:
-        pick.add(p, start, end, text, f"similar window ({-neg:.2f})")
+        elif name not in bare:
+            later.append(name)
+        else:
+            _add_definitions(idx, pick, name, exclude)
+    # Names the file imports by name (`from .utils import quote`): the top of
+    # the file says they matter here, even when the hole is far from it.
+    for name in _imported(prefix):
+        if name not in stems and name not in local and name not in GENERIC:
+            _add_definitions(idx, pick, name, exclude)
+    # `module.name` used earlier in the file, nearest first: that exact definition.
+    pairs = [(m.group(1), m.group(2)) for m in _PAIR.finditer(prefix) if m.group(1) in stems]
+    for mod, name in list(dict.fromkeys(reversed(pairs)))[:PAIRS]:
+        for p, start, end, text in _definitions(idx, name, stems[mod]):
+            pick.add(p, start, end, text, f"definition of {mod}.{name}", exclude)
+    # Modules this file uses most, even when not near the hole.
+    for name, _ in sorted(qualified.items(), key=lambda kv: (-kv[1], kv[0]))[:MODULES]:
+        if name in stems and name not in modules_done:
+            _add_module(idx, pick, stems[name], exclude, current)
+    # Definitions that look like the code on both sides of the hole: the
+    # arguments after a call often name the parameters of what is called.
+    around = "\n".join(before[-8:] + after[:8])
+    _add_similar(idx, pick, around, "def", "similar definition", exclude)
+    for name in later:
+        _add_definitions(idx, pick, name, exclude)
+    _add_similar(idx, pick, "\n".join(before[-CURSOR_LINES:]), "window", "similar window", exclude)
     return fit(pick.blocks, budget, counter)
