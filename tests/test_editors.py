@@ -32,7 +32,9 @@ EMACS_PLUGIN = ROOT / "editors" / "limner.el"
 # when other jobs saturate both cores (measured at load average 10).
 REPLY_TIMEOUT = 120.0
 EDITOR_START_TIMEOUT = 30.0
-STOP_GRACE = 2.0  # how long limner may take to die after :LimnerStop
+# How long limner may take to die after :LimnerStop: the keys, Vim's job_stop()
+# and limner's cleanup, on a box where other jobs hold both cores.
+STOP_GRACE = 10.0
 
 pytestmark = [pytest.mark.editor, pytest.mark.server]
 
@@ -343,6 +345,8 @@ def _check_stop(editor: Editor, tmux: Tmux, stop, to_top) -> None:
         longer_than(len(first)), REPLY_TIMEOUT, interval=0.1, what="more of the reply"
     )
     assert second.startswith(first[:-1])
+    # Vim's job_stop() sends SIGTERM twice (group, then pid); under load the
+    # second lands mid-cleanup, and limner must still exit 143, never die by it.
     stop()
     wait_for(lambda: pid_gone(pid), STOP_GRACE, what=f"limner (pid {pid}) to exit")
     done = editor.wait_done(STOP_GRACE + 5)

@@ -198,6 +198,27 @@ def test_sigterm_after_reader_left_still_exits_143(fault_server, limner_env):
     assert "Traceback" not in proc.stderr.read().decode()
 
 
+def test_repeated_sigterm_still_exits_143(fault_server, limner_env):
+    # Vim's job_stop() signals the process group and then the pid. Under load
+    # the second SIGTERM lands while limner is already cleaning up or shutting
+    # down, and used to find the default action: death by the signal, which
+    # Vim reports as exit -1 (test_vim_stop, once in a while).
+    proc = subprocess.Popen(limner_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=limner_env)
+    proc.stdin.write(buffer(fault_server.url("slow:100")).encode())
+    proc.stdin.close()
+    out, deadline = b"", time.monotonic() + 30
+    while b" w1" not in out and time.monotonic() < deadline:
+        out += os.read(proc.stdout.fileno(), 4096)
+    while proc.poll() is None:  # keep signalling until it is gone: every phase gets one
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.001)
+    assert proc.returncode == 143
+    out += proc.stdout.read()
+    assert "cancelled by SIGTERM" in out.decode()
+    assert "Traceback" not in proc.stderr.read().decode()
+
+
 @pytest.mark.server
 def test_real_server_context_overflow(run_limner, llama_server):
     # llama_cpp.server answers a streamed over-long prompt with 200 and an

@@ -21,6 +21,12 @@ class _Cancelled(BaseException):
 
 
 def _on_sigterm(signum, frame):  # noqa: ARG001
+    # Vim's job_stop() signals twice: the process group, then the pid. The
+    # second must neither raise again in the middle of the cleanup nor meet
+    # the default action, which kills us by the signal (the editor then sees
+    # exit -1, not 143). Ignored, unlike a Python handler, it stays ignored
+    # through the interpreter's shutdown.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Cancelled()
 
 
@@ -68,9 +74,16 @@ def main(argv: list[str]) -> int:
         return int(e.code or 2)
     if args.verbose:
         os.environ["LIMNER_VERBOSE"] = "1"
-    out = sys.stdout
     signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run(args, sys.stdout)
+    except _Cancelled:
+        # Stopped before the reply began, or after it was complete (logging,
+        # checks, !test): nothing to keep, but the exit still says SIGTERM.
+        return render.EXIT_SIGTERM
 
+
+def _run(args: argparse.Namespace, out) -> int:
     from limner import buffer
 
     started = time.time()
@@ -123,8 +136,6 @@ def main(argv: list[str]) -> int:
             renderer.cancel(sigterm=isinstance(e, _Cancelled))
         except OSError:
             _drop_stdout()
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     outcome = renderer.finish()
     if req.checks and outcome.text and outcome.status != "cancelled":
         from limner.checks import after_reply  # lazy: only `!check` buffers pay for it
