@@ -30,10 +30,12 @@ NEAR_LINES = (15, 5)  # lines before / after the hole whose identifiers we resol
 TOO_SIMILAR = 0.9     # a window this close to the cursor area makes the model repeat
 AMBIGUOUS = 4         # near the cursor, a name defined more often than this is skipped
 GENERIC = frozenset(dir(builtins))  # `str`, `len`: the builtin, not a local namesake
-MODULES = 3           # modules the file qualifies most (`events.X`), by signatures
+MODULES = 6           # modules the file qualifies most (`events.X`), by signatures
 MODULE_LINES = 60     # signature lines of one module, at most
-PAIRS = 6             # `module.name` uses from earlier in the file, resolved exactly
+PAIRS = 12            # `module.name` uses from earlier in the file, resolved exactly
+USED = 12             # other names used earlier in the file, resolved, nearest first
 SIMILAR = 8           # similar definitions / windows tried, best first
+CURSOR_DEF_LINES = 20  # lines of a definition shown for infill
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WORD = re.compile(r"[A-Za-z0-9]+")
@@ -75,15 +77,22 @@ class _Picker:
     def __init__(self, framer):
         self.framer = framer
         self.blocks: list[Block] = []
-        self.spans: dict[str, list[tuple[int, int]]] = {}
+        self.spans: dict[str, list[tuple[int, int, bool]]] = {}
 
-    def add(self, path, start, end, text, reason, exclude=None) -> None:
+    def add(self, path, start, end, text, reason, exclude=None, view: str = "",
+            capped: bool = True) -> None:
+        """`view` names another way of showing a file (its signatures): it has
+        its own spans and cap, so it neither blocks nor is blocked by chunks.
+        Definitions asked for by name are not `capped`: the per-file limit is
+        for look-alikes, and a popular file may define several names in use."""
         if exclude and exclude(path, start, end):
             return
-        spans = self.spans.setdefault(path, [])
-        if len(spans) >= MAX_PER_FILE or any(s <= end and start <= e for s, e in spans):
+        spans = self.spans.setdefault(path + view, [])
+        if any(s <= end and start <= e for s, e, _ in spans):
             return
-        spans.append((start, end))
+        if capped and sum(1 for *_, c in spans if c) >= MAX_PER_FILE:
+            return
+        spans.append((start, end, capped))
         self.blocks.append(Block(f"{path}:{start}-{end}", self.framer(path, start, end, text),
                                  reason, priority=len(self.blocks)))
 
@@ -180,16 +189,37 @@ _QUALIFIER = re.compile(r"\b([A-Za-z_]\w*)\.[A-Za-z_]")
 _PAIR = re.compile(r"(?<![.\w])([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
 
 
-_FROM_IMPORT = re.compile(r"^\s*from\s+[\w.]+\s+import\s+\(?([\w\s,]+)", re.M)
-_IMPORT = re.compile(r"^\s*import\s+([\w.]+)", re.M)
+_FROM_IMPORT = re.compile(r"^[ \t]*from[ \t]+[\w.]+[ \t]+import[ \t]+(?:\(([^)]*)\)|([\w \t,]+))", re.M)
+_IMPORT = re.compile(r"^\s*import\s+([\w.]+)(?:\s+as\s+(\w+))?", re.M)
 
 
 def _imported(prefix: str) -> list[str]:
     """Names the file imports (Python): `from . import events` -> events."""
-    names = [m.group(1).rsplit(".", 1)[-1] for m in _IMPORT.finditer(prefix)]
+    return list(_imports(prefix))
+
+
+def _imports(prefix: str) -> dict[str, str]:
+    """Local name -> imported name: `from email import _header_value_parser as
+    parser` -> {"parser": "_header_value_parser"}; `import os.path` -> {"path": "path"}."""
+    out: dict[str, str] = {}
+    for m in _IMPORT.finditer(prefix):
+        real = m.group(1).rsplit(".", 1)[-1]
+        out[m.group(2) or real] = real
     for m in _FROM_IMPORT.finditer(prefix):
-        names += [w.split()[0] for w in m.group(1).split(",") if w.strip()]
-    return names
+        for item in (m.group(1) or m.group(2)).split(","):
+            words = item.split()
+            if words:
+                out[words[-1] if len(words) == 3 and words[1] == "as" else words[0]] = words[0]
+    return out
+
+
+def _modules(prefix: str, stems: dict[str, str]) -> dict[str, str]:
+    """Names that stand for a module of the repo in this file: what it imports
+    (aliases resolved); with no Python imports at all, every unique stem."""
+    imports = _imports(prefix)
+    if not imports:
+        return stems
+    return {local: stems[real] for local, real in imports.items() if real in stems}
 
 
 def _module_stems(idx) -> dict[str, str]:
@@ -199,8 +229,8 @@ def _module_stems(idx) -> dict[str, str]:
         for (path,) in idx.conn.execute("SELECT path FROM files WHERE status='ok' AND lang IS NOT NULL"):
             parts = path.rsplit("/", 2)
             stem = parts[-1].rsplit(".", 1)[0]
-            if stem in ("__init__", "index", "mod") and len(parts) > 1:
-                stem = parts[-2]
+            if stem in ("__init__", "index", "mod"):  # a package is named by its folder
+                stem = parts[-2] if len(parts) > 1 else os.path.basename(idx.root)
             seen.setdefault(stem, []).append(path)
         idx._stems = {k: v[0] for k, v in seen.items() if len(v) == 1}
     return idx._stems
@@ -215,7 +245,8 @@ def _add_module(idx, pick, path: str, exclude, current: str) -> None:
         "WHERE f.path = ? AND d.depth = 0 ORDER BY d.line", (path,)).fetchall()[:MODULE_LINES]
     if rows:
         text = "\n".join(sig for _, _, sig in rows)
-        pick.add(path, rows[0][0], rows[-1][0], text, "signatures of the module", exclude)
+        pick.add(path, rows[0][0], rows[-1][0], text, "signatures of the module", exclude,
+                 view="#signatures")
 
 
 _BARE = re.compile(r"(?<![.\w])([A-Za-z_]\w*)")
@@ -227,7 +258,10 @@ def _add_definitions(idx, pick, name: str, exclude) -> None:
     if many > AMBIGUOUS:  # `end`, `get`: which one is meant is a guess
         return
     for p, start, end, text in _definitions(idx, name):
-        pick.add(p, start, end, text, f"definition of {name}", exclude)
+        # For infill the head is enough (signature, docstring): budget for more of them.
+        head = text.split("\n")[:CURSOR_DEF_LINES]
+        pick.add(p, start, start + len(head) - 1, "\n".join(head), f"definition of {name}",
+                 exclude, capped=False)
 
 
 def _add_similar(idx, pick, text: str, kind: str, reason: str, exclude) -> None:
@@ -261,52 +295,58 @@ def retrieve_for_cursor(idx, path: str, prefix: str, suffix: str, budget: int = 
         return p == current and end >= visible_from
 
     pick = _Picker(framer)
-    # Nearest first: walk back from the hole, then forward into the suffix.
+    # Identifiers nearest the hole first: walking back from it, then into the suffix.
     near_before = identifiers("\n".join(reversed(before[-NEAR_LINES[0]:])))
     near_after = identifiers("\n".join(after[:NEAR_LINES[1]]))
+    near_names = list(dict.fromkeys(near_before + near_after))
     local = {r[0] for r in idx.conn.execute(
         "SELECT d.name FROM defs d JOIN files f ON f.id = d.file_id WHERE f.path = ?", (current,))}
     local.update(a or b for a, b in _LOCAL.findall(prefix))  # defined or assigned here
     for params in _PARAMS.findall(prefix):
         local.update(_IDENT.findall(params))
-    stems = _module_stems(idx)
-    qualified = collections.Counter(m.group(1) for m in _QUALIFIER.finditer(prefix))
-    qualified.update(n for n in _imported(prefix) if n in stems)
-    modules_done = set()
+    imports = _imports(prefix)
+    modules = _modules(prefix, _module_stems(idx))
+    uses = collections.Counter(m.group(1) for m in _QUALIFIER.finditer(prefix))
+    uses.update(n for n in modules if n in imports)
+
+    def wanted(name):
+        return name not in local and name not in GENERIC and name not in modules
+
+    def definitions(names):
+        for name in names:
+            if wanted(name):
+                _add_definitions(idx, pick, name, exclude)
+
+    # 1. The API of the modules used near the hole, then of those the file
+    #    uses most: in the stdlib bench most holes are `module.name(...)`,
+    #    and a module's top-level signatures were the best block per token.
+    near_modules = [n for n in near_names if n in modules and n in uses]
+    top_modules = [n for n, _ in sorted(uses.items(), key=lambda kv: (-kv[1], kv[0]))
+                   if n in modules][:MODULES]
+    for name in dict.fromkeys(near_modules + top_modules):
+        _add_module(idx, pick, modules[name], exclude, current)
+    # 2. Definitions of the bare names near the hole; `x.name` is an attribute
+    #    whose class is a guess, so those wait until step 5.
     near = "\n".join(before[-NEAR_LINES[0]:] + after[:NEAR_LINES[1]])
-    # `x.name` near the hole is an attribute: its definition is a guess among
-    # classes, so those come after bare names, modules and similar definitions.
     bare = {m.group(1) for m in _BARE.finditer(near)}
-    later = []
-    for name in dict.fromkeys(near_before + near_after):
-        if name in qualified and name in stems:  # `events.X`: the model needs events' API
-            _add_module(idx, pick, stems[name], exclude, current)
-            modules_done.add(name)
-        elif name in local or name in GENERIC:  # seen already, or the builtin is meant
-            continue
-        elif name not in bare:
-            later.append(name)
-        else:
-            _add_definitions(idx, pick, name, exclude)
-    # Names the file imports by name (`from .utils import quote`): the top of
-    # the file says they matter here, even when the hole is far from it.
-    for name in _imported(prefix):
-        if name not in stems and name not in local and name not in GENERIC:
-            _add_definitions(idx, pick, name, exclude)
-    # `module.name` used earlier in the file, nearest first: that exact definition.
-    pairs = [(m.group(1), m.group(2)) for m in _PAIR.finditer(prefix) if m.group(1) in stems]
+    definitions(n for n in near_names if n in bare)
+    # 3. Names the file imports by name, and `module.name` it used before
+    #    (nearest first, that exact definition).
+    definitions(n for n in imports if n == imports[n])
+    pairs = [(m.group(1), m.group(2)) for m in _PAIR.finditer(prefix) if m.group(1) in modules]
     for mod, name in list(dict.fromkeys(reversed(pairs)))[:PAIRS]:
-        for p, start, end, text in _definitions(idx, name, stems[mod]):
-            pick.add(p, start, end, text, f"definition of {mod}.{name}", exclude)
-    # Modules this file uses most, even when not near the hole.
-    for name, _ in sorted(qualified.items(), key=lambda kv: (-kv[1], kv[0]))[:MODULES]:
-        if name in stems and name not in modules_done:
-            _add_module(idx, pick, stems[name], exclude, current)
-    # Definitions that look like the code on both sides of the hole: the
-    # arguments after a call often name the parameters of what is called.
+        for p, start, end, text in _definitions(idx, name, modules[mod]):
+            pick.add(p, start, end, text, f"definition of {mod}.{name}", exclude, capped=False)
+    # 4. Definitions that look like the code on both sides of the hole: the
+    #    arguments after a call often name the parameters of what is called.
     around = "\n".join(before[-8:] + after[:8])
     _add_similar(idx, pick, around, "def", "similar definition", exclude)
-    for name in later:
-        _add_definitions(idx, pick, name, exclude)
+    # 5. Attributes near the hole, then names used anywhere earlier in the file.
+    definitions(n for n in near_names if n not in bare)
+    used = [m.group(1) for m in _BARE.finditer(prefix)]
+    fresh = [n for n in dict.fromkeys(reversed(used))
+             if len(n) >= 3 and n not in near_names and n.lower() not in STOP]
+    definitions(fresh[:USED])
+    # 6. Windows that look like the code just before the hole.
     _add_similar(idx, pick, "\n".join(before[-CURSOR_LINES:]), "window", "similar window", exclude)
     return fit(pick.blocks, budget, counter)
