@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -63,6 +64,8 @@ DIRECTIVES: tuple[Directive, ...] = (
     Directive("!repair", "!repair N", "on failed checks or tests, ask the model to fix it up to N times", "on_repair", "limner"),
     Directive("!sandbox", "!sandbox basic|strict", "the isolation !test runs code under; basic (no network or filesystem isolation) must be asked for, default strict", "on_sandbox", "limner"),
     Directive("!lang", "!lang NAME", "the source language of an !infill buffer (for the syntax-aware stop)", "on_lang", "limner"),
+    Directive("!secrets", "!secrets block|redact|warn|off", "what the secret guard does with secrets in a request to a remote host: block provider tokens and keys, redact the rest (default block); the log is redacted in every mode", "on_secrets", "limner"),
+    Directive("!allow-secrets", "!allow-secrets RULE|FINGERPRINT...", "send these secrets as written: a guard rule id (e.g. github-token) or one secret's fingerprint from an !error", "on_allow_secrets", "limner"),
     Directive("!timeout", "!timeout SECONDS", "how long to wait for the server's first byte and between chunks (default 300; HTTP only)", "on_timeout", "limner"),
 )
 _BY_NAME = {d.name: d for d in DIRECTIVES if not d.prefix}
@@ -263,9 +266,15 @@ class _Parser:
                               f"export {var}=... before running limner", "warning")
 
     def on_context(self, args, at):
-        for f in context.include(go_fields(args), self.cwd, at.line):
+        skipped: list[str] = []
+        for f in context.include(go_fields(args), self.cwd, at.line, skipped):
             self.add(f.block, at.line)
             self.req.context_files.append(f)
+        for reason in skipped:  # credential files a directory walk left out
+            if self.issues is not None:
+                self.fail(at, f"!context skipped {reason}", context.DENIED_HINT, "warning")
+            else:
+                sys.stderr.write(f"limner: line {at.line}: !context skipped {reason}\n")
 
     def on_reddit(self, args, at):
         self.add(context.reddit(go_trim_space(args), self.cwd, at.command == "!reddit"), at.line)
@@ -331,6 +340,24 @@ class _Parser:
         if self.req.timeout is None or at.depth == 0:  # as !api: the buffer wins
             where = f"in {at.where.rstrip(': ')}" if at.depth else f"at line {at.line}"
             self.req.timeout, self.req.timeout_from = seconds, f"!timeout {where}"
+
+    def on_secrets(self, args, at):
+        from limner.guard.policy import MODES  # light: no re2
+
+        value = go_trim_space(args)
+        if value not in MODES:
+            return self.fail(at, f"!secrets needs one of {', '.join(MODES)}, not {value!r}",
+                             "block (the default) stops provider tokens and keys from going to a "
+                             "remote host and redacts the rest; off sends everything")
+        if self.req.secrets is None or at.depth == 0:  # as !api: the buffer wins
+            self.req.secrets = value
+
+    def on_allow_secrets(self, args, at):
+        entries = go_fields(args)
+        if not entries:
+            return self.fail(at, "!allow-secrets needs a rule id or a fingerprint",
+                             "e.g. !allow-secrets github-token, or the fingerprint an !error named")
+        self.req.allow_secrets.extend(entries)
 
     # -- after the text: default profile, then the mode's fields --------------
 

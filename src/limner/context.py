@@ -74,6 +74,30 @@ def _read(path: str, shown: str) -> bytes:
         raise BufferError(f"cannot read {shown}: {e.strerror}") from None
 
 
+DENIED_HINT = ("Credential files are never sent. If this one really is meant to be, re-allow "
+               "it in .limnerignore with a `!PATTERN` line (e.g. `!config/.env`).")
+
+
+def denied(path: str, shown: str, cwd: str) -> str | None:
+    """Why the secret guard refuses to read `path` ("name: matches '.env' (...)"),
+    or None. Checked before a file is opened; the guard's .limnerignore is cwd's.
+    Without the guard's pathspec nothing is read: the guard fails closed."""
+    check_path(shown)
+    try:
+        from limner.guard.files import denied as guard_denied
+
+        return guard_denied(path, cwd)
+    except ImportError as e:
+        raise BufferError(
+            f"cannot check {shown} against the secret guard's deny list: {e.name} is not installed",
+            "Install the guard: pip install 'limner[guard]' (or run scripts/setup).",
+        ) from None
+
+
+def _refuse(reason: str) -> BufferError:
+    return BufferError(f"!context will not read {reason}: it is a credential file", DENIED_HINT)
+
+
 def _is_binary(raw: bytes) -> bool:
     if b"\0" in raw[:_SNIFF]:
         return True
@@ -84,10 +108,13 @@ def _is_binary(raw: bytes) -> bool:
     return False
 
 
-def include(fields: list[str], cwd: str, line: int) -> list[ContextFile]:
+def include(fields: list[str], cwd: str, line: int,
+            skipped: list[str] | None = None) -> list[ContextFile]:
     """`!context FILE` or `!context DIR SUFFIX...`: the files, in Illume's order.
 
     fields are the directive's arguments, split as Go's strings.Fields does.
+    A credential file (guard.denied) named on its own is a BufferError; one a
+    directory walk meets is left out and its reason appended to `skipped`.
     """
     if not fields:
         raise BufferError(
@@ -96,6 +123,9 @@ def include(fields: list[str], cwd: str, line: int) -> list[ContextFile]:
         )
     if len(fields) == 1:
         shown = fields[0]
+        reason = denied(os.path.join(cwd, shown), shown, cwd)
+        if reason:
+            raise _refuse(reason)
         raw = _read(os.path.join(cwd, shown), shown)
         try:
             text = raw.decode("utf-8")
@@ -105,10 +135,10 @@ def include(fields: list[str], cwd: str, line: int) -> list[ContextFile]:
                 "Only text files can be sent; convert it or leave it out.",
             ) from None
         return [ContextFile(shown, text, line, block(shown, text))]
-    return list(_walk(fields[0], fields[1:], cwd, line))
+    return list(_walk(fields[0], fields[1:], cwd, line, [] if skipped is None else skipped))
 
 
-def _walk(root: str, suffixes: list[str], cwd: str, line: int):
+def _walk(root: str, suffixes: list[str], cwd: str, line: int, skipped: list[str]):
     check_path(root)
     real_root = os.path.join(cwd, root)
     if not os.path.lexists(real_root):
@@ -119,6 +149,10 @@ def _walk(root: str, suffixes: list[str], cwd: str, line: int):
 
     def accept(path: str, shown: str, walked: str, cut: int) -> ContextFile | None:
         if not any(walked.endswith(s) for s in suffixes):
+            return None
+        reason = denied(path, shown, cwd)
+        if reason:
+            skipped.append(reason)
             return None
         raw = _read(path, shown)
         if _is_binary(raw):
@@ -166,7 +200,10 @@ def _visit(root, real_root, rel, suffixes, accept):
 # -- !reddit and !github: a thread saved as JSON, flattened to text ----------
 
 
-def _load_json(path: str, shown: str) -> Any:
+def _load_json(path: str, shown: str, cwd: str) -> Any:
+    reason = denied(path, shown, cwd)
+    if reason:
+        raise _refuse(reason)
     raw = _read(path, shown)
     try:
         return json.loads(raw.decode("utf-8", "replace"))
@@ -222,7 +259,7 @@ def _comments(out: list[str], depth: int, children: list) -> None:
 
 def reddit(shown: str, cwd: str, with_comments: bool) -> str:
     """`!reddit FILE` (post and threaded comments) / `!reddit! FILE` (post only)."""
-    doc = _load_json(os.path.join(cwd, shown), shown)
+    doc = _load_json(os.path.join(cwd, shown), shown, cwd)
     posts = _children(doc[0]) if isinstance(doc, list) and doc else []
     if not posts:
         raise BufferError(
@@ -251,7 +288,7 @@ def github(paths: list[str], cwd: str) -> str:
             "Write `!github issue.json [comments.json]` with files saved from "
             "https://api.github.com/repos/USER/REPO/issues/ID[/comments].",
         )
-    issue = _load_json(os.path.join(cwd, paths[0]), paths[0])
+    issue = _load_json(os.path.join(cwd, paths[0]), paths[0], cwd)
     user = _field(issue, "user", dict)
     out = [
         "---\n",
@@ -261,7 +298,7 @@ def github(paths: list[str], cwd: str) -> str:
         _str(issue, "body") + "\n",
     ]
     for path in paths[1:]:
-        comments = _load_json(os.path.join(cwd, path), path)
+        comments = _load_json(os.path.join(cwd, path), path, cwd)
         for c in comments if isinstance(comments, list) else []:
             out.append(f"\n@{_str(_field(c, 'user', dict), 'login')}:\n")
             out.extend(f"> {ln}\n" for ln in scan_lines(_str(c, "body")))

@@ -1,7 +1,7 @@
 """The exchange log: every request and reply, in SQLite, searchable.
 
 One row per exchange in `exchanges`, secrets masked before they are written
-(see secrets.py). An external-content FTS5 table over the request text and
+(secrets.py, then the guard: log_redact.py). An external-content FTS5 table over the request text and
 the reply, kept in step by triggers, makes `limner logs search` fast.
 
 The store lives at $LIMNER_DATA_DIR/limner.db, else
@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from limner import secrets
+from limner import log_redact
 from limner.errors import LimnerError
 
 STATUSES = ("ok", "error", "partial", "cancelled")
@@ -295,9 +295,8 @@ def record(exchange: dict[str, Any], path: Path | str | None = None) -> int:
 
     Keys are the column names (see _COLUMNS); `status` is required. Missing
     keys are derived where they can be (created, buffer_sha256, request_text,
-    title, version); keys that are not columns go into `extra`. Secrets in
-    buffer, request_url, request_headers and request_body are masked here,
-    whoever the caller is.
+    title, version); keys that are not columns go into `extra`. Every text is
+    masked and redacted here (log_redact.scrub), whoever the caller is.
     """
     from limner import __version__
 
@@ -315,14 +314,11 @@ def record(exchange: dict[str, Any], path: Path | str | None = None) -> int:
     ex.setdefault("version", __version__)
     if ex.get("buffer") is not None and not ex.get("buffer_sha256"):
         ex["buffer_sha256"] = hashlib.sha256(ex["buffer"].encode("utf-8")).hexdigest()
-    ex["buffer"] = secrets.mask_buffer(ex.get("buffer"))
-    ex["request_url"] = secrets.mask_url(ex.get("request_url"))
-    ex["request_headers"] = secrets.mask_headers(ex.get("request_headers"))
-    ex["request_body"] = secrets.mask_body(ex.get("request_body"))
     if ex.get("request_text") is None:
         ex["request_text"] = text_of_body(ex.get("request_body"))
     if ex.get("title") is None:
         ex["title"] = _title_of_body(ex.get("request_body")) or _first_line(ex["request_text"])
+    log_redact.scrub(ex)  # every text, every mode: masked names, then the guard's redaction
     for k in _JSON_COLUMNS:
         if ex.get(k) is not None:
             ex[k] = json.dumps(ex[k], ensure_ascii=False, default=str)
@@ -404,6 +400,8 @@ def exchange_of(req: Any, adapter: Any, outcome: Any, started: float | None = No
         # `!test` runs the reply's code: the sandbox level it runs under
         # ("basic" only when the buffer opted in with `!sandbox basic`).
         ex["extra"] = {**ex.get("extra", {}), "sandbox": getattr(req, "sandbox", "strict")}
+    if guard := log_redact.guard_extra(req, adapter):  # !secrets, !allow-secrets: no values
+        ex["extra"] = {**ex.get("extra", {}), "guard": guard}
     return ex
 
 

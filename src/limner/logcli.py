@@ -4,6 +4,7 @@
     limner logs show ID [--buffer] [--json]
     limner logs search QUERY [--limit N] [--json]
     limner logs path
+    limner logs redact       remove every secret from the stored log (the guard's rules)
 
 Times are ISO dates/datetimes (local time unless they carry a zone) or
 relative ages: 30m, 2h, 3d, 1w. Errors are `!error` blocks on stderr with a
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--limit", type=int, default=20)
     f.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     sub.add_parser("path", help="print where the log lives")
+    sub.add_parser("redact", help="remove every secret from the existing log (then VACUUM)")
     return p
 
 
@@ -206,6 +208,13 @@ def _run(a: argparse.Namespace) -> int:
     cmd = a.cmd or "list"
     if cmd == "path":
         out.write(f"{log.db_path()}\n")
+        return 0
+    if cmd == "redact":
+        from limner import log_redact
+
+        changed, total, note = log_redact.rewrite()
+        out.write(f"redacted {changed} of {total} exchanges in {log.db_path()}; "
+                  f"vacuumed, {note}\n")
         return 0
     if cmd == "show":
         try:

@@ -82,6 +82,10 @@ class Request:
     # between chunks; None = $LIMNER_TIMEOUT or the default (backends/base.py).
     timeout: float | None = None
     timeout_from: str = ""  # "!timeout at line 3", "--timeout": named in the error
+    # The secret guard (guard/egress.py): None = the default (block); the
+    # rule ids and fingerprints `!allow-secrets` lets through as written.
+    secrets: str | None = None
+    allow_secrets: list[str] = field(default_factory=list)
     text: str = ""  # the raw buffer, for hashing and logging
 
     @property

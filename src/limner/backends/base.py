@@ -280,6 +280,7 @@ class HttpAdapter:
         self._client = None
         self._response = None
         self._closed = False
+        self.guard = None  # the secret guard's Report once sending began (for the log)
         # Filled in by on_chunk / on_whole as the answer arrives:
         self.usage: Usage | None = None
         self.finish: str | None = None  # a stop reason: the stream ended properly
@@ -322,8 +323,12 @@ class HttpAdapter:
     def stream(self) -> Iterator[Event]:
         from limner.backends import errormap
 
+        from limner.guard.egress import Blocked
+
         try:
             yield from self._stream()
+        except Blocked as e:  # the secret guard: nothing was sent (or re-sent)
+            yield e.failure()
         except Exception as e:  # noqa: BLE001 - every failure becomes an event
             if not self._closed:
                 yield errormap.from_exception(e, self)
@@ -335,9 +340,14 @@ class HttpAdapter:
     def _stream(self) -> Iterator[Event]:
         from limner.backends import errormap
 
+        from limner.guard import egress
+
         httpx = load_httpx()
         call = self.describe()
-        payload = encode_go_json(call.body)
+        # The one egress check, on each attempt: the assembled body as it will
+        # leave, and (the hook) every hop a redirect leads to.
+        body, self.guard = egress.check(self.req, call.url, call.body)
+        payload = encode_go_json(body)
         # Loading the CA bundle costs 50-90 ms per client; plain http:// needs
         # none. Redirects are then not followed: one could lead to https
         # without verification (a 3xx becomes an !error naming the target).
@@ -345,6 +355,7 @@ class HttpAdapter:
         self._client = httpx.Client(
             timeout=httpx.Timeout(self.read_s, connect=self.connect_s),
             verify=not plain, follow_redirects=not plain,
+            event_hooks={"request": [egress.hop_hook(self.req, call.url, call.body, self.guard)]},
         )
         request = self._client.build_request(
             call.method, call.url, content=payload, headers=call.headers
