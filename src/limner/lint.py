@@ -4,6 +4,10 @@
     limner check --json < buffer   [{"line", "severity", "message", "hint"}, ...]
     limner check --directives      the directive table (the language's spec)
 
+The secret guard's verdict comes last (guard/preview.py): a secret that would
+block the request is an error, one it would redact a warning, one sent to a
+local destination a note.
+
 Exit status: 1 if any error, else 0 (warnings alone still print, then `ok`).
 Line 0 means the problem belongs to no buffer line (e.g. the default profile).
 """
@@ -38,6 +42,18 @@ def _read_stdin() -> tuple[str, list[buffer.Issue]]:
         return raw.decode("utf-8", "replace"), [issue]
 
 
+def _guard(text: str, profile: str | None) -> list[buffer.Issue]:
+    """What the secret guard would do to this request (guard/preview.py), unsent."""
+    from limner.errors import LimnerError
+    from limner.guard.preview import preview
+
+    try:
+        req = buffer.parse(text, default_profile=profile)
+    except LimnerError:
+        return []
+    return [buffer.Issue(line, msg, sev, hint) for line, sev, msg, hint in preview(req)]
+
+
 def main(argv: list[str]) -> int:
     try:
         args = _args(argv)
@@ -49,6 +65,8 @@ def main(argv: list[str]) -> int:
         return 0
     text, issues = _read_stdin()
     issues += buffer.check(text, default_profile=args.profile)
+    if not any(i.severity == "error" for i in issues):
+        issues = sorted(issues + _guard(text, args.profile), key=lambda i: i.line)
     errors = [i for i in issues if i.severity == "error"]
     if args.json:
         rows = [{"line": i.line, "severity": i.severity, "message": i.message, "hint": i.hint} for i in issues]

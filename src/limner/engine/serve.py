@@ -424,6 +424,15 @@ def _fail(message: str, hint: str) -> int:
 
 def main(argv: list[str]) -> int:
     a = _parser().parse_args(argv)
+    from limner.guard import is_local
+
+    shown_host = f"[{a.host}]" if ":" in a.host else a.host
+    if not a.api_key and not is_local(f"http://{shown_host}"):
+        # Anyone who can reach the port could use the engine and read what
+        # others send it: a non-loopback address needs a key (guard, issue 11).
+        return _fail(f"refusing to listen on {a.host} without an API key: "
+                     "any machine that can reach it could use the engine",
+                     "Pass --api-key KEY (or set $LIMNER_API_KEY), or listen on 127.0.0.1.")
     try:
         import uvicorn
         from limner.engine.core import Engine
@@ -438,10 +447,6 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         return _fail(f"cannot listen on {a.host}:{a.port}: {e.strerror or e}",
                      "Pick another --port, or stop whatever holds this one.")
-    loopback = a.host in ("127.0.0.1", "::1", "localhost") or a.host.startswith("127.")
-    if not loopback and not a.api_key:
-        sys.stderr.write(f"limner serve: warning: listening on {a.host} without --api-key; "
-                         "anyone who can reach this port can use the engine\n")
     engine = Engine(n_threads=a.threads, n_ctx=a.ctx, n_batch=a.batch, verbose=a.verbose)
     for name in a.preload:
         failure = _preload(engine, name)

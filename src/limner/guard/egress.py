@@ -47,14 +47,14 @@ class Report:
     url: str
     local: bool
     action: str = "send"  # send | redact | block (| warn: sent, reported)
-    # (rule, family, what happened, source, buffer line); never a value
-    findings: list[tuple[str, str, str, str, int]] = field(default_factory=list)
+    # (rule, family, what happened, source, buffer line, fingerprint); never a value
+    findings: list[tuple[str, str, str, str, int, str]] = field(default_factory=list)
 
     def for_log(self, allow: list[str]) -> dict[str, Any]:
         return {"mode": self.mode, "destination": "local" if self.local else "remote",
                 "action": self.action, "allow": list(allow),
                 "findings": [{"rule": r, "family": fam, "action": act}
-                             for r, fam, act, _, _ in self.findings]}
+                             for r, fam, act, *_ in self.findings]}
 
 
 def mode_of(req) -> str:
@@ -179,7 +179,7 @@ def assess(req, url: str, body: Any):
                         (d.allowed, "allowed")):
         for f in group:
             src, line = source_of(req, f)
-            report.findings.append((f.rule, f.family, what, src, line))
+            report.findings.append((f.rule, f.family, what, src, line, f.fingerprint))
     return d, per_string, report
 
 
@@ -190,7 +190,7 @@ def check(req, url: str, body: Any) -> tuple[Any, Report]:
         return body, report
     if d.action == "block":
         lines = [_line(f, source_of(req, f)[0]) for f in d.blocking]
-        first = next((ln for _, _, act, _, ln in report.findings if act == "block" and ln), 0)
+        first = next((ln for _, _, act, _, ln, _ in report.findings if act == "block" and ln), 0)
         raise Blocked(
             f"not sent: the request holds {len(lines)} secret(s) and {url} is a remote host\n"
             + "\n".join(lines),
@@ -226,7 +226,7 @@ def hop_hook(req, first_url: str, body: Any, report: Report) -> Callable:
             return
         d, _, hop = assess(req, url, body)
         if d is not None and (d.action != "send" or d.warn):
-            rules = ", ".join(sorted({r for r, _, act, _, _ in hop.findings if act != "allowed"}))
+            rules = ", ".join(sorted({r for r, _, act, *_ in hop.findings if act != "allowed"}))
             raise Blocked(
                 f"not sent: {first_url} redirected to {url}, a remote host, and the request "
                 f"holds secrets ({rules})",
