@@ -74,9 +74,13 @@ def _rel(idx, path: str) -> str:
 class _Picker:
     """Candidates in priority order → distinct blocks, per-file cap."""
 
-    def __init__(self, framer):
+    def __init__(self, framer, chars: int = 0):
         self.framer = framer
         self.blocks: list[Block] = []
+        # Enough candidates: `chars` of text (0: no limit). Later stages are
+        # skipped, so a cursor query costs what its budget needs, not more.
+        self.chars = chars
+        self.total = 0
         self.spans: dict[str, list[tuple[int, int, bool]]] = {}
 
     def add(self, path, start, end, text, reason, exclude=None, view: str = "",
@@ -95,6 +99,11 @@ class _Picker:
         spans.append((start, end, capped))
         self.blocks.append(Block(f"{path}:{start}-{end}", self.framer(path, start, end, text),
                                  reason, priority=len(self.blocks)))
+        self.total += len(text)
+
+    @property
+    def full(self) -> bool:
+        return bool(self.chars) and self.total >= self.chars
 
 
 def _definitions(idx, name: str, path: str | None = None) -> list[tuple]:
@@ -294,7 +303,8 @@ def retrieve_for_cursor(idx, path: str, prefix: str, suffix: str, budget: int = 
     def exclude(p, start, end):
         return p == current and end >= visible_from
 
-    pick = _Picker(framer)
+    # ~3.5 characters a token in code: gather about twice what the budget takes.
+    pick = _Picker(framer, chars=budget * 8)
     # Identifiers nearest the hole first: walking back from it, then into the suffix.
     near_before = identifiers("\n".join(reversed(before[-NEAR_LINES[0]:])))
     near_after = identifiers("\n".join(after[:NEAR_LINES[1]]))
@@ -314,6 +324,8 @@ def retrieve_for_cursor(idx, path: str, prefix: str, suffix: str, budget: int = 
 
     def definitions(names):
         for name in names:
+            if pick.full:
+                return
             if wanted(name):
                 _add_definitions(idx, pick, name, exclude)
 
@@ -340,7 +352,8 @@ def retrieve_for_cursor(idx, path: str, prefix: str, suffix: str, budget: int = 
     # 4. Definitions that look like the code on both sides of the hole: the
     #    arguments after a call often name the parameters of what is called.
     around = "\n".join(before[-8:] + after[:8])
-    _add_similar(idx, pick, around, "def", "similar definition", exclude)
+    if not pick.full:
+        _add_similar(idx, pick, around, "def", "similar definition", exclude)
     # 5. Attributes near the hole, then names used anywhere earlier in the file.
     definitions(n for n in near_names if n not in bare)
     used = [m.group(1) for m in _BARE.finditer(prefix)]
@@ -348,5 +361,7 @@ def retrieve_for_cursor(idx, path: str, prefix: str, suffix: str, budget: int = 
              if len(n) >= 3 and n not in near_names and n.lower() not in STOP]
     definitions(fresh[:USED])
     # 6. Windows that look like the code just before the hole.
-    _add_similar(idx, pick, "\n".join(before[-CURSOR_LINES:]), "window", "similar window", exclude)
+    if not pick.full:
+        _add_similar(idx, pick, "\n".join(before[-CURSOR_LINES:]), "window", "similar window",
+                     exclude)
     return fit(pick.blocks, budget, counter)
