@@ -344,3 +344,28 @@ def test_cli_import_is_light():
             "print(sorted(m for m in sys.modules if m.startswith('tree_sitter')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_rebuild_starts_from_an_empty_index(repo, capsys):
+    assert cli.main(["index", str(repo)]) == 0
+    capsys.readouterr()
+    assert cli.main(["index", str(repo), "--rebuild", "--json"]) == 0
+    assert '"parsed": 6' in capsys.readouterr().out
+
+
+def test_imports_and_aliases():
+    got = retrieve._imports("from . import a, b as c\nfrom x.y import (\n  d,\n  e as f)\n"
+                            "import os.path\nimport numpy as np\n    pass\n")
+    assert got == {"a": "a", "c": "b", "d": "d", "f": "e", "path": "path", "np": "numpy"}
+
+
+def test_cursor_offers_the_api_of_an_imported_module(repo):
+    write(repo, "pkg/tools.py", "def zq_alpha(a):\n    return a\n\n\ndef zq_beta(b, c=2):\n"
+                                "    return b * c\n")
+    text = "from pkg import tools as t\n\n\ndef go(x):\n    y = t.zq_alpha(x)\n"
+    idx = index.open_index(repo)
+    blocks = retrieve.retrieve_for_cursor(idx, str(repo / "pkg/new.py"), text + "    return ",
+                                          "\n", 300)
+    first = blocks[0]
+    assert first.source.startswith("pkg/tools.py") and "signatures" in first.reason
+    assert "def zq_beta(b, c=2):" in first.text and "return b * c" not in first.text

@@ -1,9 +1,9 @@
 """Token counting and the budgeter that never goes over.
 
 A counter is anything with `count(text) -> int`. Phase 1 ships:
-- `Approx`: fast, no vocabulary; errs high on code (a word piece per 4 chars,
+- `Approx`: fast, no vocabulary; errs high on code (a token per 6 letters,
   every punctuation mark its own token), so a budget met by it is met by
-  the common BPE tokenizers too, in practice.
+  the bundled models' tokenizers too, in practice (not guaranteed).
 - `Vocab`: greedy longest match over a GGUF's token list (read with
   engine/gguf.py, no llama_cpp), closer to the model's own count.
 - `Callable`: wraps any function, e.g. the engine's tokenizer (phase 2).
@@ -32,7 +32,7 @@ class Approx:
     """Pieces of text, without a vocabulary: a word (with the one space before
     it) is a token per 6 letters, digits a token per 3, any other symbol one
     (two beyond the BMP), a run of spaces one, each newline one. Measured on
-    stdlib code it is 15-18 % above Gemma 3's and SmolLM2's own counts
+    stdlib code it is 18-21 % above Gemma 3's and SmolLM2's own counts
     (docs/context.md). One findall: the regex does the per-6 and per-3
     splitting itself, so no Python loop runs per piece."""
 

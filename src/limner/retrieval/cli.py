@@ -59,7 +59,7 @@ def index_main(argv: list[str]) -> int:
 
     try:
         if args.rebuild:
-            index.Index(args.dir, exclude=tuple(args.exclude))._delete_files()
+            index.forget(args.dir, tuple(args.exclude))
         idx = index.open_index(args.dir, jobs=args.jobs or None, exclude=tuple(args.exclude))
     except LimnerError as e:
         return _error(e)

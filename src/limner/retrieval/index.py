@@ -68,6 +68,16 @@ def db_path(root: str | os.PathLike, exclude: tuple[str, ...] = ()) -> Path:
     return cache_root() / "index" / f"{key}.sqlite"
 
 
+def forget(root: str | os.PathLike, exclude: tuple[str, ...] = ()) -> None:
+    """Delete the cached index of `root` (`limner index --rebuild`)."""
+    path = str(db_path(check_root(root), tuple(sorted(exclude))))
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(path + suffix)
+        except FileNotFoundError:
+            pass
+
+
 def check_root(root: str | os.PathLike) -> str:
     path = os.path.realpath(os.path.expanduser(str(root)))
     if not os.path.exists(path):
