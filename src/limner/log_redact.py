@@ -28,17 +28,50 @@ _PLAIN = {"created", "source", "buffer_sha256", "status", "exit_code", "error_ki
 _JSON = ("request_headers", "request_body", "profiles", "extra")
 
 
-def _redactor() -> Callable[[str], str]:
-    """text -> text with every secret replaced; WITHHELD if the guard cannot run."""
+class _Scrubber:
+    """Redacts texts one by one, then (finish) every value any of them held.
+
+    A text can hold a fragment whose rule needs context it lost: an infill
+    title is the prefix's last line, which may be the `password` line of a
+    .netrc entry. Values found anywhere in the row are replaced everywhere.
+    """
+
+    def __init__(self):
+        from limner.guard.scan import Redactor, scan
+
+        self.scan, self.r, self.known = scan, Redactor(), {}
+
+    def __call__(self, text: str) -> str:
+        found = self.scan(text)
+        for f in found:
+            self.known[f.secret] = self.r.placeholder(f)
+        return self.r.redact(text, found)
+
+    def finish(self, text: str) -> str:
+        for secret in sorted(self.known, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, self.known[secret])
+        return text
+
+
+class _Withheld:
+    """Without google-re2 nothing can be checked: texts are not stored at all."""
+
+    def __call__(self, text: str) -> str:
+        return WITHHELD if text else text
+
+    def finish(self, text: str) -> str:
+        return text
+
+
+def _redactor():
     try:
         from limner.guard.rules import load
 
         load().compiled()  # google-re2: raises here when it is missing
     except Exception:  # noqa: BLE001 - re2 missing or rules broken: fail closed
-        return lambda s: WITHHELD if s else s
-    from limner.guard.scan import Redactor
-
-    return Redactor().redact
+        return _Withheld()
+    return _Scrubber()
 
 
 def _walk(obj: Any, fn: Callable[[str], str]) -> Any:
@@ -51,9 +84,9 @@ def _walk(obj: Any, fn: Callable[[str], str]) -> Any:
     return obj
 
 
-def scrub(ex: dict[str, Any], redact: Callable[[str], str] | None = None) -> dict[str, Any]:
+def scrub(ex: dict[str, Any]) -> dict[str, Any]:
     """ex (a row about to be written, JSON columns still objects) with no secret left."""
-    redact = redact or _redactor()
+    redact = _redactor()
     if ex.get("buffer") is not None:
         ex["buffer"] = secrets.mask_buffer(ex["buffer"])
     if ex.get("request_url") is not None:
@@ -69,6 +102,9 @@ def scrub(ex: dict[str, Any], redact: Callable[[str], str] | None = None) -> dic
             ex[k] = redact(v)
         elif k in _JSON:
             ex[k] = _walk(v, redact)
+    for k, v in ex.items():  # second pass: values found anywhere, replaced everywhere
+        if k not in _PLAIN and v is not None and (isinstance(v, str) or k in _JSON):
+            ex[k] = _walk(v, redact.finish)
     return ex
 
 
@@ -113,7 +149,7 @@ def rewrite(path: Path | str | None = None) -> tuple[int, int, str]:
     db = log.connect(path, create=False)
     if db is None:
         return 0, 0, "no log yet"
-    if _redactor()("x") == WITHHELD:
+    if isinstance(_redactor(), _Withheld):
         raise log.LogError("cannot redact the log: the secret guard is not installed",
                            "pip install 'limner[guard]' (or run scripts/setup), then retry.")
     try:

@@ -171,16 +171,46 @@ def assess(req, url: str, body: Any):
     report = Report(mode, url, local)
     if mode == "off" or local:
         return None, [], report
-    per_string = [(s, _scan(s)) for s in _strings(body)]
+    per_string = _with_context(req, [(s, _scan(s)) for s in _strings(body)])
     findings = [f for _, fs in per_string for f in fs]
     d = decide(findings, False, mode, getattr(req, "allow_secrets", ()))
     report.action = "warn" if d.warn and d.action == "send" else d.action
+    seen = set()
     for group, what in ((d.blocking, "block"), (d.redact, "redact"), (d.warn, "warn"),
                         (d.allowed, "allowed")):
         for f in group:
-            src, line = source_of(req, f)
-            report.findings.append((f.rule, f.family, what, src, line, f.fingerprint))
+            if (f.fingerprint, what) not in seen:  # one line per value, not per copy
+                seen.add((f.fingerprint, what))
+                src, line = source_of(req, f)
+                report.findings.append((f.rule, f.family, what, src, line, f.fingerprint))
     return d, per_string, report
+
+
+def _with_context(req, per_string: list) -> list:
+    """per_string plus what only the whole buffer shows.
+
+    A body string can hold a fragment whose rule needs context it lost: a
+    FIM prefix that ends inside a .netrc entry, a turn that starts mid-way.
+    Each secret found in the buffer text is also a finding wherever its
+    value appears in a body string.
+    """
+    text = getattr(req, "text", "") or ""
+    known = {f.secret for _, fs in per_string for f in fs}
+    more = [f for f in _scan(text) if f.secret not in known] if text else []
+    if not more:
+        return per_string
+    out = []
+    for s, fs in per_string:
+        fs = list(fs)
+        for f in more:
+            i = s.find(f.secret)
+            while i >= 0:
+                end = i + len(f.secret)
+                if all(end <= g.start or i >= g.end for g in fs):
+                    fs.append(dataclasses.replace(f, start=i, end=end))
+                i = s.find(f.secret, end)
+        out.append((s, sorted(fs, key=lambda g: g.start)))
+    return out
 
 
 def check(req, url: str, body: Any) -> tuple[Any, Report]:
@@ -189,7 +219,8 @@ def check(req, url: str, body: Any) -> tuple[Any, Report]:
     if d is None or d.action == "send" and not d.warn:
         return body, report
     if d.action == "block":
-        lines = [_line(f, source_of(req, f)[0]) for f in d.blocking]
+        once = {f.fingerprint: f for f in reversed(d.blocking)}.values()
+        lines = [_line(f, source_of(req, f)[0]) for f in sorted(once, key=lambda f: f.start)]
         first = next((ln for _, _, act, _, ln, _ in report.findings if act == "block" and ln), 0)
         raise Blocked(
             f"not sent: the request holds {len(lines)} secret(s) and {url} is a remote host\n"
