@@ -50,7 +50,9 @@ def check_path(shown: str, what: str = "the path") -> None:
             "File names cannot contain NUL; remove it from the line.",
         )
     try:
-        os.fsencode(shown)
+        # strict UTF-8, not os.fsencode: its surrogateescape lets "\udcff" through,
+        # and the guard's re2 matcher then raises on it
+        shown.encode("utf-8")
     except UnicodeEncodeError:
         raise BufferError(f"{what} {shown!r} is not a valid file name") from None
 
