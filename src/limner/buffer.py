@@ -66,6 +66,10 @@ DIRECTIVES: tuple[Directive, ...] = (
     Directive("!lang", "!lang NAME", "the source language of an !infill buffer (for the syntax-aware stop)", "on_lang", "limner"),
     Directive("!secrets", "!secrets block|redact|warn|off", "what the secret guard does with secrets in a request to a remote host: block provider tokens and keys, redact the rest (default block); the log is redacted in every mode", "on_secrets", "limner"),
     Directive("!allow-secrets", "!allow-secrets RULE|FINGERPRINT...", "send these secrets as written: a guard rule id (e.g. github-token) or one secret's fingerprint from an !error", "on_allow_secrets", "limner"),
+    Directive("!budget", "!budget N [outline]", "token budget for all generated context (!outline, !retrieve, and !context files when given); a hard limit; default from the model's context; `outline`: a !context file that does not fit is sent as its outline", "on_budget", "limner"),
+    Directive("!outline", "!outline DIR [SUFFIX...]", "a ranked map of the signatures defined under DIR (files ending in a SUFFIX), within the budget", "on_outline", "limner"),
+    Directive("!retrieve", "!retrieve [QUERY]", "the best chunks of the repository (the !outline DIR, else the working directory) for QUERY or the last !user message; in !infill/!completion, for the code at the cursor", "on_retrieve", "limner"),
+    Directive("!file", "!file PATH", "the file an !infill/!completion buffer is (editors pass $LIMNER_FILE): !retrieve leaves it out", "on_file", "limner"),
     Directive("!timeout", "!timeout SECONDS", "how long to wait for the server's first byte and between chunks (default 300; HTTP only)", "on_timeout", "limner"),
 )
 _BY_NAME = {d.name: d for d in DIRECTIVES if not d.prefix}
@@ -359,6 +363,41 @@ class _Parser:
                              "e.g. !allow-secrets github-token, or the fingerprint an !error named")
         self.req.allow_secrets.extend(entries)
 
+    def on_budget(self, args, at):
+        fields = go_fields(args)
+        value = fields[0] if fields else ""
+        extra = fields[1:]
+        if not (value.isascii() and value.isdigit() and 0 < len(value) <= 9 and int(value) > 0):
+            return self.fail(at, f"!budget needs a positive whole number of tokens, not {value!r}",
+                             "e.g. !budget 2000 (or !budget 2000 outline to shrink !context files that do not fit)")
+        if extra not in ([], ["outline"]):
+            return self.fail(at, f"!budget takes only `outline` after the number, not {' '.join(extra)!r}",
+                             "e.g. !budget 2000 outline")
+        if self.req.budget is None or at.depth == 0:  # as !api: the buffer wins
+            self.req.budget, self.req.budget_line = int(value), at.line
+            self.req.budget_outline = bool(extra)
+
+    def on_outline(self, args, at):
+        fields = go_fields(args)
+        if not fields:
+            return self.fail(at, "!outline needs a directory", "e.g. !outline src .py")
+        context.check_path(fields[0], "the directory")
+        full = os.path.join(self.cwd, fields[0])
+        if not os.path.isdir(full):
+            return self.fail(at, f"!outline: no such directory: {fields[0]}",
+                             "Fix the path; relative paths start from the directory limner runs in.")
+        self.req.outlines.append((fields[0], os.path.abspath(full), tuple(fields[1:]), at.line))
+
+    def on_retrieve(self, args, at):
+        self.req.retrieves.append((go_trim_space(args), at.line))
+
+    def on_file(self, args, at):
+        path = go_trim_space(args)
+        if not path:
+            return self.fail(at, "!file needs the path of the file being edited", "e.g. !file src/app.py")
+        context.check_path(path)
+        self.req.file_path = os.path.join(self.cwd, path)
+
     # -- after the text: default profile, then the mode's fields --------------
 
     def default_profile(self, name: str, why: str) -> None:
@@ -436,6 +475,7 @@ def _run(text, env, cwd, default_profile, config_dir, issues) -> Request:
     env = os.environ if env is None else env
     p = _Parser(env, cwd or os.getcwd(), config_dir or profiles.config_dir(env), issues)
     p.req.text = text
+    p.req.cwd = p.cwd
     p.load(text, 0)
     if p.req.profile is None:  # Illume loads the default after the buffer
         if default_profile:

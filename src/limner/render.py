@@ -94,6 +94,17 @@ def stats_note(usage: Usage | None, chunks: int, first_token_s: float | None,
     return "\n\n!note " + ", ".join(parts) + "\n"
 
 
+def context_note(req: Request) -> str:
+    """`!note` lines naming every block of repository context in the prompt."""
+    if not req.context_budget and not req.placed:
+        return ""
+    lines = [f"\n\n!note context {req.context_used} of {req.context_budget} tokens "
+             f"(!budget, counted with {req.context_counter})"]
+    for p in req.placed:
+        lines.append(f"\n!note context {p.tokens} tokens: {p.source} ({p.reason})")
+    return "".join(lines) + "\n"
+
+
 class Renderer:
     """Writes one reply as its events arrive, and sums it up as an Outcome."""
 
@@ -145,6 +156,7 @@ class Renderer:
             if self.req.stats:
                 self._write(stats_note(self.usage, self.chunks, self.first_token_s,
                                        self.elapsed_s, event.reason))
+                self._write(context_note(self.req))
         elif isinstance(event, Failure):
             self.failure = event
             self.elapsed_s = self.clock() - self.started

@@ -86,6 +86,21 @@ class Request:
     # rule ids and fingerprints `!allow-secrets` lets through as written.
     secrets: str | None = None
     allow_secrets: list[str] = field(default_factory=list)
+    # Repository context (issue 9, retrieval/assemble.py): !budget N [outline],
+    # each !outline (DIR as written, its absolute path, suffixes, line) and
+    # !retrieve (query, line), the file an infill is in (!file or $LIMNER_FILE),
+    # and, once assembled, every block put in the prompt (for !debug/!stats).
+    budget: int | None = None
+    budget_line: int = 0
+    budget_outline: bool = False  # `!budget N outline`: shrink overflowing !context files
+    outlines: list[tuple[str, str, tuple[str, ...], int]] = field(default_factory=list)
+    retrieves: list[tuple[str, int]] = field(default_factory=list)
+    file_path: str | None = None
+    cwd: str = ""
+    placed: list[Any] = field(default_factory=list)  # assemble.Placed
+    context_used: int = 0  # tokens of all of it, of context_budget, by context_counter
+    context_budget: int = 0
+    context_counter: str = ""
     text: str = ""  # the raw buffer, for hashing and logging
 
     @property

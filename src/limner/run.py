@@ -93,11 +93,15 @@ def _run(args: argparse.Namespace, out) -> int:
         req = buffer.parse(text, default_profile=args.profile)
         if req.timeout is None and args.timeout is not None:  # the buffer's !timeout wins
             req.timeout, req.timeout_from = args.timeout, "--timeout"
+        if req.outlines or req.retrieves or req.budget is not None:
+            from limner.retrieval.assemble import apply  # lazy: only these buffers index
+
+            apply(req)
         from limner import backends
 
         adapter = backends.open(req)
         if req.debug:
-            out.write(render.debug(adapter.describe()))
+            out.write(render.debug(adapter.describe()) + render.context_note(req))
             out.flush()
             return 0
         if req.test_cmd:
