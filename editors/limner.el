@@ -146,7 +146,12 @@ KIND is `chat' or `infill'; CREATED says the infill hole line is ours."
       (user-error "limner: command not found: %s (customize `limner-command')" program)))
   (let* ((marker (copy-marker position t))
          (errbuf (generate-new-buffer " *limner stderr*"))
-         (process-environment (append limner-environment process-environment))
+         (process-environment
+          (append limner-environment
+                  ;; Infill retrieval (!retrieve) must know which file point is in.
+                  (when (and (eq kind 'infill) buffer-file-name)
+                    (list (concat "LIMNER_FILE=" buffer-file-name)))
+                  process-environment))
          (proc (make-process
                 :name "limner"
                 :buffer nil

@@ -253,7 +253,11 @@ function! s:Start(kind, text, lnum, created) abort
         \ 'exit_cb': function('s:OnExit', [buf, id]),
         \ 'close_cb': function('s:OnClose', [buf, id]),
         \ 'stoponexit': 'term'}
-  let env = get(g:, 'limner_env', {})
+  let env = copy(get(g:, 'limner_env', {}))
+  " Infill retrieval (!retrieve) must know which file the cursor is in.
+  if a:kind ==# 'infill' && !empty(expand('%:p'))
+    let env.LIMNER_FILE = expand('%:p')
+  endif
   if !empty(env)
     let opts.env = env
   endif

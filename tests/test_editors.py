@@ -95,6 +95,7 @@ def tapped_limner(prefix: Path) -> list[str]:
     """limner with its stdin and stdout copied to PREFIX.in / PREFIX.out."""
     script = (
         "set -o pipefail; "
+        f"printf %s \"$LIMNER_FILE\" > {shlex.quote(str(prefix))}.file; "
         f"tee {shlex.quote(str(prefix))}.in | {shlex.quote(str(LIMNER))} "
         f"| tee {shlex.quote(str(prefix))}.out"
     )
@@ -316,6 +317,8 @@ def _check_infill(done: dict, tap: Path, profile: Path) -> None:
     # The FIM template must come before the hole, so the profile is loaded there.
     hole = f"!profile {profile}\n!infill\n"
     assert sent == INFILL_BEFORE + hole + after, "limner sees !infill at the hole"
+    # The plugin names the file, so !retrieve can leave it out.
+    assert tap.with_suffix(".file").read_text() == str(tap.parent / "add.py")
     assert out.strip(), "the model wrote something into the hole"
     assert done["exit"] == 0 and not done["stopped"]
     text = done["text"]
