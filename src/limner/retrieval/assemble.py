@@ -140,8 +140,9 @@ def apply(req: Request, env=None) -> list[Placed]:
         share = left // (len(parts) - i)
         try:
             text, blocks = job.outline(spec, share) if what == "outline" else job.retrieve(spec, share)
-        except LimnerError as e:
-            raise LimnerError(e.message, e.hint, e.line or line) from None
+        except LimnerError as e:  # the same error (and exit code), at the directive's line
+            e.line = e.line or line
+            raise
         except (sqlite3.Error, OSError) as e:  # the index rebuilds itself; anything left is reported
             raise LimnerError(f"!{what} could not read the repository index: {e}",
                               "Run `limner index --rebuild DIR`, then send the buffer again.",
