@@ -160,16 +160,17 @@ def _line(f, source: str) -> str:
     where, _, n = source.rpartition(":")
     if where and n.isdigit():
         return describe(dataclasses.replace(f, line=int(n)), where)
-    return describe(f, source).replace(f" at line {f.line}", f" in {source}")
+    return describe(f).replace(f" at line {f.line}", f" in {source}")
 
 
 def assess(req, url: str, body: Any):
     """(Decision or None, findings by string, Report): no side effects, nothing raised
     but Blocked for a missing guard or a bad config. None: nothing to decide (local/off)."""
     mode = mode_of(req)
-    local = mode == "off" or url.startswith("embedded:") or destination_is_local(url)
-    report = Report(mode, url, local)
-    if mode == "off" or local:
+    if mode == "off":  # no config read either: `off` must send even past a broken file
+        return None, [], Report(mode, url, url.startswith("embedded:") or is_local(url))
+    report = Report(mode, url, url.startswith("embedded:") or destination_is_local(url))
+    if report.local:
         return None, [], report
     per_string = _with_context(req, [(s, _scan(s)) for s in _strings(body)])
     findings = [f for _, fs in per_string for f in fs]
