@@ -141,7 +141,7 @@ def source_of(req, f) -> tuple[str, int]:
     """(where the finding's text came from, the buffer line to blame).
 
     A !context file first (path and line in the file), then the buffer;
-    a value that is in neither came from a profile or the config.
+    a value in neither came from !outline/!retrieve, a profile or a !: value.
     """
     for cf in getattr(req, "context_files", None) or []:
         i = cf.text.find(f.secret)
@@ -152,7 +152,7 @@ def source_of(req, f) -> tuple[str, int]:
     if i >= 0:
         line = text.count("\n", 0, i) + 1
         return f"buffer:{line}", line
-    return "the request (a profile or !: value)", 0
+    return "the request (retrieved context, a profile or a !: value)", 0
 
 
 def _line(f, source: str) -> str:
