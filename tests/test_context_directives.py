@@ -228,6 +228,19 @@ def test_context_overflow_downgrades_to_the_outline_when_asked(repo):
     assert "return len(text.split())" not in text or "SECRET_AFTER_HOLE" not in text
     assert any("outline only" in p.reason or "left out" in p.reason for p in req.placed)
     assert req.context_used <= 80
+    # what /infill would send as input_extra follows the downgrade
+    assert all("SECRET_AFTER_HOLE" not in f.text for f in req.context_files if "app.py" in f.name) \
+        or any("app.py" in p.source and p.reason == "context file" for p in req.placed)
+
+
+def test_infill_input_extra_follows_the_downgrade(repo):
+    text = ("!api http://127.0.0.1:9/\n!backend llamacpp\n!budget 40 outline\n!context pkg/tokens.py\n"
+            "x = 1\n!infill\n")
+    req = parsed(text, repo)
+    body = open_backend(req).describe().body
+    extra = body.get("input_extra", [])
+    assert all("return len(text.split())" not in e["text"] for e in extra)
+    assert "return len(text.split())" not in body["input_prefix"]
 
 
 # -- the budget is a hard limit ----------------------------------------------------

@@ -96,7 +96,14 @@ def _run(args: argparse.Namespace, out) -> int:
         if req.outlines or req.retrieves or req.budget is not None:
             from limner.retrieval.assemble import apply  # lazy: only these buffers index
 
-            apply(req)
+            try:
+                apply(req)
+            except LimnerError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a bug in retrieval must not cost the buffer a traceback
+                raise LimnerError(f"building the repository context failed: {type(e).__name__}: {e}",
+                                  "Remove the !outline/!retrieve lines to send without it, "
+                                  "or run `limner index --rebuild DIR`.") from None
         from limner import backends
 
         adapter = backends.open(req)

@@ -324,11 +324,16 @@ def _context_files(req: Request, counter: Counter, budget: int, placed: list[Pla
             f"`!budget {budget} outline` to send what does not fit as its outline.",
             f.line)
     for f, n in over:
-        short = _file_outline(f)
+        short, body = _file_outline(f)
         m = counter.count(short)
         if used + m > budget:
-            short, m = "", 0
+            short, body, m = "", "", 0
         _replace_block(req, f.block, short)
+        # llama.cpp's /infill sends context_files as input_extra: keep them in step
+        if m:
+            f.text, f.block = body, short
+        else:
+            req.context_files.remove(f)
         if m:
             used += m
             placed.append(Placed(f"!context {f.name}", f"outline only ({n} tokens did not fit)", m))
@@ -337,7 +342,7 @@ def _context_files(req: Request, counter: Counter, budget: int, placed: list[Pla
     return used
 
 
-def _file_outline(f) -> str:
+def _file_outline(f) -> tuple[str, str]:
     """The signatures of one !context file, in Illume's file block format."""
     from limner.context import block
     from limner.fim.languages import from_path
@@ -346,8 +351,9 @@ def _file_outline(f) -> str:
     defs, _, _ = analyze(f.text.encode("utf-8"), from_path(f.name))
     lines = ["  " * d.depth + d.signature for d in defs if d.signature]
     if not lines:
-        return ""
-    return block(f"{f.name} (outline: signatures only)", "\n".join(lines) + "\n")
+        return "", ""
+    body = "\n".join(lines) + "\n"
+    return block(f"{f.name} (outline: signatures only)", body), body
 
 
 def _replace_block(req: Request, old: str, new: str) -> None:
