@@ -136,24 +136,26 @@ def apply(req: Request, env=None) -> list[Placed]:
     job = _Job(req, counter)
     left = budget - used
     texts: dict[str, list[str]] = {"outline": [], "retrieve": []}
-    for i, (what, line, spec) in enumerate(parts):
-        share = left // (len(parts) - i)
-        try:
-            text, blocks = job.outline(spec, share) if what == "outline" else job.retrieve(spec, share)
-        except LimnerError as e:  # the same error (and exit code), at the directive's line
-            e.line = e.line or line
-            raise
-        except (sqlite3.Error, OSError) as e:  # the index rebuilds itself; anything left is reported
-            raise LimnerError(f"!{what} could not read the repository index: {e}",
-                              "Run `limner index --rebuild DIR`, then send the buffer again.",
-                              line) from None
-        cost = counter.count(text)
-        if cost > share:  # the parts are fitted to their share; this is the last guard
-            continue
-        left -= cost
-        texts[what].append(text)
-        placed.extend(blocks)
-    job.close()
+    try:
+        for i, (what, line, spec) in enumerate(parts):
+            share = left // (len(parts) - i)
+            try:
+                text, blocks = job.outline(spec, share) if what == "outline" else job.retrieve(spec, share)
+            except LimnerError as e:  # the same error (and exit code), at the directive's line
+                e.line = e.line or line
+                raise
+            except (sqlite3.Error, OSError) as e:  # the index rebuilds itself; anything left is reported
+                raise LimnerError(f"!{what} could not read the repository index: {e}",
+                                  "Run `limner index --rebuild DIR`, then send the buffer again.",
+                                  line) from None
+            cost = counter.count(text)
+            if cost > share:  # the parts are fitted to their share; this is the last guard
+                continue
+            left -= cost
+            texts[what].append(text)
+            placed.extend(blocks)
+    finally:
+        job.close()
     _insert(req, texts)
     req.placed = placed
     req.context_used, req.context_budget = budget - left, budget
