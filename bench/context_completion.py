@@ -19,11 +19,13 @@ The holes are written as JSONL (one object per hole: root, path, prefix,
 suffix, expected, symbol, def_path, def_line), and `--suite FILE` reads such
 a file instead of generating, so the same measurement runs on any repo.
 
-Part 2, later (needs a quiet machine): generate with the bundled model under
-the four conditions and score exact match, edit similarity and identifier
+Part 2 (`--model NAME`, bench/context_generate.py; needs a quiet machine):
+generate with the model under the four conditions on --model-holes holes
+(every k-th, so every package is in) and score exact match, edit similarity and identifier
 match, paired.
 
     nice -n 10 .venv/bin/python bench/context_completion.py [--holes 120] [--out FILE]
+    nice -n 10 .venv/bin/python bench/context_completion.py --model gemma3-270m --model-holes 40 --budget 512
 """
 from __future__ import annotations
 
@@ -268,6 +270,11 @@ def main() -> None:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
         "limner", "bench", "context"), help="where the renamed package copies live")
     ap.add_argument("--out", help="write the generated holes here (JSONL)")
+    ap.add_argument("--model", help="part 2: also generate with this model (e.g. gemma3-270m) "
+                    "under the four conditions on --model-holes holes spread over the list")
+    ap.add_argument("--model-holes", type=int, default=40)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     if a.suite:
         with open(a.suite, encoding="utf-8") as fh:
@@ -278,6 +285,14 @@ def main() -> None:
             with open(a.out, "w", encoding="utf-8") as fh:
                 fh.writelines(json.dumps(h) + "\n" for h in holes)
     measure(holes, a.budget)
+    if a.model:
+        import context_generate as part2  # bench/ is on sys.path when run as a script
+
+        subset = holes[:: max(1, len(holes) // a.model_holes)][: a.model_holes]  # every package
+        print(f"\npart 2: {a.model}, {len(subset)} holes, greedy, max {a.max_tokens} tokens, "
+              f"context budget {a.budget} (approximate count), {a.threads} thread(s)")
+        rows = part2.run(subset, a.budget, a.model, a.max_tokens, a.threads, definition_text)
+        part2.report(rows, len(subset))
 
 
 if __name__ == "__main__":
