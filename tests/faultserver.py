@@ -26,6 +26,10 @@ Modes (arguments after a colon, e.g. `status:401`, `disconnect:3`):
     silent:S      read the request, then send nothing at all (no status line) for S
                   seconds or until the client hangs up
     slow:N        N chunks, one every 0.1 s (for Ctrl-C / SIGTERM tests)
+    busy:N:S      the server's first N requests get 429 with `Retry-After: S`, later ones `ok`
+
+FaultServer(default="busy:3:1") also answers at the root (/v1/chat/completions)
+with that mode, for a client (a router) that cannot put a mode in the path.
 
 Every request is recorded in `server.requests` as (path, headers, body bytes).
 Run it by hand with `python tests/faultserver.py` (prints its base URL).
@@ -105,7 +109,10 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length)
         self.server.requests.append((self.path, dict(self.headers), body))
-        mode, _, arg = self.path.strip("/").split("/")[0].partition(":")
+        first = self.path.strip("/").split("/")[0]
+        if first == "v1" and self.server.default:
+            first = self.server.default
+        mode, _, arg = first.partition(":")
         chat = self.path.endswith("chat/completions")
         handler = getattr(self, "mode_" + mode.replace("-", "_"), None)
         if handler is None:
@@ -132,6 +139,21 @@ class Handler(BaseHTTPRequestHandler):
         self._event(final)
         self._event("[DONE]")
         self._end()
+
+    def mode_busy(self, arg, chat):
+        n, _, wait = arg.partition(":")
+        with self.server.lock:
+            self.server.busy_seen += 1
+            busy = self.server.busy_seen <= int(n or 1)
+        if not busy:
+            return self.mode_ok("", chat)
+        body = json.dumps({"error": {"message": "too many requests", "type": "rate_limit"}}).encode()
+        self.send_response(429)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Retry-After", wait or "1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def mode_ok_bare(self, arg, chat):
         self._start()
@@ -274,9 +296,12 @@ class FaultServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self):
+    def __init__(self, default: str | None = None):
         super().__init__(("127.0.0.1", 0), Handler)
         self.requests: list[tuple[str, dict, bytes]] = []
+        self.default = default  # the mode for /v1/... paths with no mode segment
+        self.busy_seen = 0
+        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     def handle_error(self, request, client_address):

@@ -44,7 +44,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
                    help="with --repair N: also draw N+1 samples at T=0.8 (equal-samples baseline)")
     p.add_argument("--mode", choices=("auto", "completion", "chat"), default="auto",
                    help="how to ask: auto = chat for models with a chat template, else completion")
-    p.add_argument("--workers", type=int, default=4, help="parallel HTTP requests (the engine runs one at a time)")
+    p.add_argument("--concurrency", "--workers", dest="concurrency", type=int, default=None, metavar="N",
+                   help="HTTP requests in flight (default: the endpoints' slots where they say, else 4 per "
+                        "URL; behind a router, its workers' total). The engine runs one at a time")
     p.add_argument("--threads", type=int, default=None, help="engine threads (default: physical cores)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per test run in the sandbox")
     p.add_argument("--sandbox", choices=("strict", "basic"), default="strict",
@@ -114,7 +116,7 @@ def _main(args) -> int:
     store = Store(out / "generations.sqlite")
     plan = generate.Plan(suites=suites, tasks=tasks, targets=targets, samples=args.samples,
                          temperature=args.temperature, max_tokens=args.max_tokens, repair=args.repair,
-                         resample=args.resample_baseline, workers=args.workers, seed=args.seed,
+                         resample=args.resample_baseline, workers=_concurrency(args), seed=args.seed,
                          timeout=args.timeout, sandbox=args.sandbox)
     store.set_meta("last_command", ["limner", "eval", *sys.argv[2:]] if sys.argv[1:2] == ["eval"] else sys.argv)
     store.set_meta("sandbox", args.sandbox)
@@ -138,6 +140,7 @@ def _main(args) -> int:
     summary = report.summarize(store, plan, codebleu=cb)
     summary["out"] = str(out)
     summary["sandbox"] = args.sandbox  # the level asked for; each run's "isolation" says what it got
+    summary["dispatch"] = plan.dispatcher.stats.summary() if plan.dispatcher else None  # retries, 429s
     report.write_json(summary, out)
     html_path = None if args.no_html else report.write_html(summary, out)
     if args.json:
@@ -145,10 +148,26 @@ def _main(args) -> int:
         sys.stdout.write(json.dumps(slim, indent=1) + "\n")
     else:
         sys.stdout.write(report.table(summary))
+        from limner.evals.dispatch import describe
+
+        if describe(summary["dispatch"]):
+            sys.stdout.write(describe(summary["dispatch"]) + "\n")
         where = report.relpath(html_path) if html_path else report.relpath(out / "report.json")
         sys.stdout.write(f"report: {where}\n")
     store.close()
     return 0
+
+
+def _concurrency(args) -> int:
+    if args.concurrency is not None:
+        if args.concurrency < 1:
+            raise LimnerError("--concurrency must be at least 1")
+        return args.concurrency
+    if not args.endpoint:
+        return 4  # profiles over HTTP: their own URL, 4 in flight
+    from limner.evals.dispatch import default_concurrency
+
+    return default_concurrency(args.endpoint)
 
 
 def _targets(args) -> list:

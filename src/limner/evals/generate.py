@@ -4,10 +4,12 @@
     run(plan, store)          # generate what the store lacks, score it, run repair chains
 
 Engine targets run one job at a time (the engine serves jobs serially; its
-threads are pinned). HTTP targets run `workers` requests at once, spread
-over their endpoints. The store is keyed by (suite, task, model, variant,
-sample): an interrupted run, started again with the same --out, asks only
-for what is missing.
+threads are pinned). HTTP targets run `workers` requests at once (the
+--concurrency), spread over their endpoints, through a dispatch.Dispatcher
+that retries 429/503/5xx and broken connections. The store is keyed by
+(suite, task, model, variant, sample) and records the seed: an interrupted
+run, started again with the same --out, asks only for what is missing, and
+a retried request is stored once.
 
 Variants:
   greedy   temperature 0, one sample: pass@1
@@ -49,6 +51,7 @@ class Plan:
     timeout: float = 10.0
     sandbox: str = "strict"  # the level tests run at; "basic" only on --sandbox basic
     variants: list[Variant] = field(default_factory=list)
+    dispatcher: object = None  # dispatch.Dispatcher for HTTP targets; made on first use
 
     def __post_init__(self):
         if not self.variants:
@@ -135,8 +138,40 @@ def _note(gen) -> str:
     return ""
 
 
+def _dispatcher(plan: Plan):
+    if plan.dispatcher is None:
+        from limner.evals.dispatch import Dispatcher
+
+        plan.dispatcher = Dispatcher(plan.workers)
+    return plan.dispatcher
+
+
+def _ask(plan: Plan, target, *args, **kw):
+    """One sample: the engine answers directly; HTTP goes through the dispatcher."""
+    if target.engine:
+        return target.ask(*args, **kw)
+    return _dispatcher(plan).call(lambda: target.ask(*args, **kw))
+
+
+def _missing(have: dict | None, seed) -> bool:
+    if have is None:
+        return True
+    if have.get("error") and not (have.get("text") or "").strip():
+        return True  # a failed request: ask again
+    # Drawn with another seed (a changed --seed on the same --out): not this sample.
+    return have.get("seed") is not None and have.get("seed") != seed
+
+
 def generate(plan: Plan, store, stream=None) -> int:
     """Ask every target for every missing sample; returns how many were asked."""
+    try:
+        return _generate(plan, store, stream)
+    finally:
+        if plan.dispatcher is not None:
+            store.set_meta("dispatch", plan.dispatcher.stats.summary())
+
+
+def _generate(plan: Plan, store, stream=None) -> int:
     asked = 0
     for target in plan.targets:
         for suite in plan.suites:
@@ -145,8 +180,8 @@ def generate(plan: Plan, store, stream=None) -> int:
                 for task in plan.tasks[suite.name]:
                     for s in range(variant.samples):
                         key = (suite.name, task.id, target.label, variant.name, s)
-                        have = store.get(key)
-                        if have is None or (have.get("error") and not (have.get("text") or "").strip()):
+                        seed = params_for(plan, suite, variant, s, "chat").get("seed")
+                        if _missing(store.get(key), seed):
                             jobs.append((key, task, variant, s))
             if not jobs:
                 continue
@@ -155,8 +190,9 @@ def generate(plan: Plan, store, stream=None) -> int:
             def one(job):
                 key, task, variant, s = job
                 how = target.how(task)
-                gen = target.ask(task, how, params_for(plan, suite, variant, s, how))
-                store.put(key, gen.row())
+                params = params_for(plan, suite, variant, s, how)
+                gen = _ask(plan, target, task, how, params)
+                store.put(key, {**gen.row(), "seed": params.get("seed")})  # the final answer, once
                 bar.step(_note(gen))
 
             try:
@@ -194,8 +230,8 @@ def repair_chains(plan: Plan, store, stream=None) -> int:
                         how = gen.get("how") or target.how(task)
                         p = params_for(plan, suite, Variant("repair", 1, 0.0), r, how)
                         msgs, prompt = repair.next_request(task, how, history)
-                        new = target.ask(task, how, p, messages=msgs, prompt=prompt)
-                        store.put(key, new.row())
+                        new = _ask(plan, target, task, how, p, messages=msgs, prompt=prompt)
+                        store.put(key, {**new.row(), "seed": p.get("seed")})
                         have = store.get(key)
                         asked += 1
                     history.append((have, _scored(store, key, task, plan.timeout, plan.sandbox)))

@@ -1,7 +1,9 @@
 """The generation store: one SQLite file per eval output dir.
 
 Generations are keyed by (suite, task, model, variant, sample) and written as
-soon as each one arrives, so an interrupted run resumes where it stopped.
+soon as each one arrives, so an interrupted run resumes where it stopped. The
+key is the primary key: a retried request or a re-asked sample replaces its
+row, never adds one; the row's seed says which draw it is.
 Scores live in their own table with the same key: `limner eval --rescore`
 drops them and scores the stored generations again, offline.
 
@@ -46,7 +48,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
 GEN_FIELDS = ("how", "text", "code", "request", "latency_s", "ttft_s", "prompt_tokens",
-              "completion_tokens", "tokens_per_s", "stop", "error")
+              "completion_tokens", "tokens_per_s", "stop", "error", "seed", "attempts")
+# Columns added after the first release: (name, type), added to old stores on open.
+# seed: the sampling seed sent (NULL for greedy); a stored sample drawn with
+# another seed is not the one asked for. attempts: tries it took (retries).
+_ADDED = (("seed", "INTEGER"), ("attempts", "INTEGER"))
 SCORE_FIELDS = ("passed", "status", "detail", "exact", "edit_sim", "isolation", "seconds")
 
 
@@ -58,6 +64,13 @@ class Store:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.executescript(_SCHEMA)
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(generations)")}
+        for name, kind in _ADDED:
+            if name not in have:
+                try:
+                    self.db.execute(f"ALTER TABLE generations ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError:  # another process added it first
+                    pass
         self.lock = threading.Lock()  # one connection shared by the worker threads
 
     def close(self) -> None:

@@ -39,6 +39,11 @@ class Generation:
     tokens_per_s: float | None = None
     stop: str | None = None
     error: str | None = None
+    # How the request went, for the dispatcher's retries (not scored):
+    status: int | None = None  # the HTTP status of a failed answer
+    retry_after: float | None = None  # its Retry-After, in seconds
+    endpoint: str | None = None  # the URL it went to
+    attempts: int = 1
 
     def row(self) -> dict:
         return dict(self.__dict__)
@@ -187,7 +192,15 @@ class Target:
                     guard = None
                 if guard is not None:
                     events = guard(events, req, adapter)
-            return _consume(events, adapter.close, block_stop)
+            gen = _consume(events, adapter.close, block_stop)
+            gen.endpoint = endpoint or req.api
+            resp = getattr(adapter, "_response", None)  # the headers of a refused answer
+            if gen.error and resp is not None and resp.status_code >= 400:
+                from limner.evals.dispatch import parse_retry_after
+
+                gen.status = gen.status or resp.status_code
+                gen.retry_after = parse_retry_after(resp.headers.get("retry-after"))
+            return gen
         finally:
             self._give_endpoint(endpoint)
 
@@ -239,6 +252,7 @@ def _consume(events, cancel, chat: bool) -> Generation:
                 gen.stop = "block"
             else:
                 gen.error = f"{ev.kind}: {ev.message}"
+                gen.status = ev.status
     gen.latency_s = time.perf_counter() - t0
     gen.text = "".join(parts)
     if gen.tokens_per_s is None and gen.ttft_s is not None and gen.latency_s > gen.ttft_s:
