@@ -50,7 +50,21 @@ class Failure:
     status: int | None = None  # HTTP status, when there is one
 
 
-Event = Union[Text, Usage, Stopped, Failure]
+@dataclass
+class Sample:
+    """One of n samples of one prompt (Job.n > 1), whole: the engine sends them
+    after decoding all n together, before the Usage."""
+
+    index: int
+    text: str
+    finish_reason: str = "stop"  # "stop" | "length" | "cancelled"
+    tokens: int = 0
+    logprob_sum: float = 0.0  # natural log, the model's raw distribution
+    logprob_mean: float = 0.0
+    seed: int | None = None
+
+
+Event = Union[Text, Usage, Stopped, Failure, Sample]
 
 
 @dataclass

@@ -38,6 +38,7 @@ class Job:
     suffix: str | None = None
     params: dict = field(default_factory=dict)  # OpenAI-style names
     stop_spec: dict | None = None  # FIM syntax stop: {"language", "prefix", "suffix"}
+    n: int = 1  # samples of this prompt; n > 1 decodes them in one batch (engine/batch.py)
 
 
 def physical_cores() -> int:
@@ -111,6 +112,7 @@ class _Loaded:
     fim: dict | None
     load_s: float
     last_prompt: int = 0  # prompt length of the last job: the part worth a snapshot
+    batch: object = None  # batch.BatchContext for n > 1, made on first use
 
 
 class Engine:
@@ -183,7 +185,7 @@ class Engine:
 
     def close(self) -> None:
         for m in self._models.values():
-            m.llm.close()
+            _close_loaded(m)
         self._models.clear()
         self.cache.clear()
 
@@ -206,7 +208,7 @@ class Engine:
         while len(self._models) >= self.max_models:
             _, old = self._models.popitem(last=False)
             self.cache.drop(old.path)
-            old.llm.close()
+            _close_loaded(old)
         t0 = time.perf_counter()
         llm = quiet.load_llama(path, verbose=self.verbose, n_ctx=n_ctx, n_batch=n_batch,
                                n_ubatch=n_batch, n_threads=self.n_threads,
@@ -280,6 +282,13 @@ class Engine:
             max_tokens = m.n_ctx
         room = m.n_ctx - len(tokens)
         limit = min(max_tokens, room)
+        n = _num({"n": job.n}, "n", 1, int)
+        if n != 1:
+            from limner.engine import batch
+
+            yield from batch.stream(m, p, tokens, n, limit, max_tokens, n_threads, cancel,
+                                    m.load_s if fresh else None)
+            return
 
         # Prompt evaluation, reusing the longest cached prefix.
         t0 = time.perf_counter()
@@ -400,6 +409,12 @@ class Engine:
             yield Failure("cancelled", "generation was cancelled")
         else:
             yield Stopped(reason)
+
+
+def _close_loaded(m: _Loaded) -> None:
+    if m.batch is not None:
+        m.batch.close()
+    m.llm.close()
 
 
 def _vocab_fim(llm) -> dict | None:

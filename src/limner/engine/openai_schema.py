@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from limner.events import Failure, Stopped, Text, Usage
+from limner.events import Failure, Sample, Stopped, Text, Usage
 
 # OpenAI-style sampling parameters we pass to the engine. Anything about
 # threads, context or batch size is the server operator's call, not a
@@ -62,6 +62,7 @@ class Parsed:
     stop_spec: dict | None = None
     prefixes: list[str] | None = None  # FIM prompts to try, whole first (serve_infill.fitted)
     response_fields: list[str] | None = None  # llama.cpp's projection of the reply
+    n: int = 1  # choices: decoded together in one batch (engine/batch.py)
 
 
 # ---------------------------------------------------------------- parsing
@@ -119,10 +120,19 @@ def params_of(body: dict) -> dict:
             raise RequestError("'stop' takes at most 16 strings", param="stop")
         if stop:
             out["stop"] = stop
-    n = body.get("n", 1)
-    if n not in (1, None):
-        raise RequestError("only n=1 is supported: the engine makes one reply at a time", param="n")
     return out
+
+
+MAX_N = 64  # engine/batch.py's limit (not imported: that would load numpy for every request)
+
+
+def n_of(body: dict) -> int:
+    n = body.get("n", 1)
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+        raise RequestError(f"'n' must be an integer from 1 to {MAX_N}, not {n!r}", param="n")
+    return n
 
 
 def _unsupported(body: dict) -> None:
@@ -187,7 +197,7 @@ def parse_chat(body: Any) -> Parsed:
     _unsupported(body)
     stream = _flag(body, "stream")
     return Parsed("chat", _model(body), "chat", messages=messages, params=params_of(body),
-                  stream=stream, include_usage=_stream_options(body, stream))
+                  stream=stream, include_usage=_stream_options(body, stream), n=n_of(body))
 
 
 def _text(body: dict, key: str, *, required: bool) -> str | None:
@@ -210,8 +220,10 @@ def parse_completion(body: Any) -> Parsed:
     _unsupported(body)
     stream = _flag(body, "stream")
     p = Parsed("completion", _model(body), "completion", params=params_of(body), stream=stream,
-               include_usage=_stream_options(body, stream), echo=_flag(body, "echo"))
+               include_usage=_stream_options(body, stream), echo=_flag(body, "echo"), n=n_of(body))
     if suffix is not None:
+        if p.n > 1:
+            raise RequestError("n > 1 is not supported with a suffix (fill-in-the-middle)", param="n")
         from limner.fim.stream import spec_for
 
         p.mode, p.prefix, p.suffix = "fim", prompt, suffix
@@ -357,8 +369,16 @@ class OpenAIShape:
                     break
                 if isinstance(ev, Text):
                     yield sse(self._chunk(model, ev.text))
+                elif isinstance(ev, Sample):  # n > 1: each choice whole, then its finish
+                    text = (parsed.prompt or "") + ev.text if parsed.echo else ev.text
+                    yield sse(_indexed(self._chunk(model, text, role=self.kind == "chat"), ev))
+                    yield sse(_indexed(self._chunk(model, None if self.kind == "chat" else "",
+                                                   finish_reason(ev.finish_reason)), ev))
                 elif isinstance(ev, Usage):
                     model = ev.extra.get("model") or model
+                elif isinstance(ev, Stopped) and run.samples:
+                    if parsed.include_usage:
+                        yield sse(usage_chunk(self.kind, self.id, self.created, model, run.usage))
                 elif isinstance(ev, Stopped):
                     yield sse(_why(self._chunk(model, None if self.kind == "chat" else "",
                                                finish_reason(ev.reason)), ev.reason))
@@ -374,17 +394,42 @@ class OpenAIShape:
             if run.end is None:  # the client left mid-stream: stop the engine
                 run.cancel.set()
 
+    def _choices(self, parsed, run, model: str) -> dict:
+        """A whole n > 1 reply: one choice per sample, with limner's log-probs."""
+        make = chat_response if self.kind == "chat" else completion_response
+        out = None
+        for s in sorted(run.samples, key=lambda s: s.index):
+            text = (parsed.prompt or "") + s.text if parsed.echo and self.kind != "chat" else s.text
+            one = make(self.id, self.created, model, text, finish_reason(s.finish_reason), run.usage)
+            choice = one["choices"][0]
+            choice["index"] = s.index
+            choice["limner_stop_reason"] = s.finish_reason
+            choice["limner_logprob"] = {"sum": s.logprob_sum, "mean": s.logprob_mean,
+                                        "tokens": s.tokens, "seed": s.seed}
+            if out is None:
+                out = one
+            else:
+                out["choices"].append(choice)
+        return out
+
     def whole(self, parsed, run):
         text = "".join(run.text)
         model = model_name(run, parsed.model)
         finish = finish_reason(run.end.reason if run.end else None)
         reason = run.end.reason if isinstance(run.end, Stopped) else None
+        if run.samples:
+            return self._choices(parsed, run, model)
         if self.kind == "chat":
             return _why(chat_response(self.id, self.created, model, text, finish, run.usage), reason)
         if parsed.echo and parsed.prompt:
             text = parsed.prompt + text
         return _why(completion_response(self.id, self.created, model, text, finish, run.usage),
                     reason)
+
+
+def _indexed(chunk: dict, s: Sample) -> dict:
+    chunk["choices"][0]["index"] = s.index
+    return chunk
 
 
 def _why(reply: dict, reason: str | None) -> dict:

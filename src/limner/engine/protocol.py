@@ -4,6 +4,7 @@ A client sends one request line and reads event lines until a terminal one:
 
     -> {"op": "stream", "job": {...Job fields...}}
     <- {"event": "text", "text": "..."}          (any number)
+    <- {"event": "sample", ...Sample fields...}  (n of them when job.n > 1)
     <- {"event": "usage", ...Usage fields...}
     <- {"event": "stopped", "reason": "stop"}    or {"event": "failure", ...}
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, fields
 
-from limner.events import Event, Failure, Stopped, Text, Usage
+from limner.events import Event, Failure, Sample, Stopped, Text, Usage
 
 VERSION = 1
 SOCKET_NAME = "engine.sock"
@@ -54,6 +55,8 @@ def event_to_wire(ev: Event) -> dict:
         return {"event": "usage", **asdict(ev)}
     if isinstance(ev, Stopped):
         return {"event": "stopped", "reason": ev.reason}
+    if isinstance(ev, Sample):
+        return {"event": "sample", **asdict(ev)}
     return {"event": "failure", **asdict(ev)}
 
 
@@ -66,6 +69,9 @@ def event_from_wire(obj: dict) -> Event | None:
         return Usage(**{k: v for k, v in obj.items() if k in names})
     if kind == "stopped":
         return Stopped(str(obj.get("reason", "stop")))
+    if kind == "sample":
+        names = {f.name for f in fields(Sample)}
+        return Sample(**{k: v for k, v in obj.items() if k in names})
     if kind == "failure":
         names = {f.name for f in fields(Failure)}
         return Failure(**{k: v for k, v in obj.items() if k in names})

@@ -32,7 +32,7 @@ import time
 from typing import Any, AsyncIterator
 
 from limner.engine import openai_schema as oa
-from limner.events import Failure, Stopped, Text, Usage
+from limner.events import Failure, Sample, Stopped, Text, Usage
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_QUEUE = 8
@@ -82,6 +82,7 @@ class Run:
         self.first_token_s: float | None = None
         self.text: list[str] = []
         self.usage: Usage | None = None
+        self.samples: list[Sample] = []  # n > 1
         self.end: Stopped | Failure | None = None
         threading.Thread(target=self._work, name="limner-serve-job", daemon=True).start()
 
@@ -125,6 +126,10 @@ class Run:
             self.text.append(ev.text)
         elif isinstance(ev, Usage):
             self.usage = ev
+        elif isinstance(ev, Sample):
+            if self.first_token_s is None:
+                self.first_token_s = time.monotonic() - self.started
+            self.samples.append(ev)
         else:
             self.end = ev
 
@@ -229,7 +234,7 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
     def start(request: Request, parsed: oa.Parsed, body: dict, done=None) -> Run:
         jobs = [Job(model=parsed.model, mode=parsed.mode, messages=parsed.messages,
                     prompt=parsed.prompt, prefix=prefix, suffix=parsed.suffix,
-                    params=parsed.params, stop_spec=parsed.stop_spec)
+                    params=parsed.params, stop_spec=parsed.stop_spec, n=parsed.n)
                 for prefix in (parsed.prefixes or [parsed.prefix])]
         run = Run(engine, jobs, gate, done or record)
         run.meta = {"path": request.url.path, "headers": dict(request.headers), "body": body,
