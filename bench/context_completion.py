@@ -275,6 +275,9 @@ def main() -> None:
     ap.add_argument("--model-holes", type=int, default=40)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--frame", choices=("comment", "code"), default="comment",
+                    help="context as # comments (as !retrieve renders it) or as plain code")
+    ap.add_argument("--conditions", default="in-file,+outline,+retrieve,+definition")
     a = ap.parse_args()
     if a.suite:
         with open(a.suite, encoding="utf-8") as fh:
@@ -290,8 +293,11 @@ def main() -> None:
 
         subset = holes[:: max(1, len(holes) // a.model_holes)][: a.model_holes]  # every package
         print(f"\npart 2: {a.model}, {len(subset)} holes, greedy, max {a.max_tokens} tokens, "
-              f"context budget {a.budget} (approximate count), {a.threads} thread(s)")
-        rows = part2.run(subset, a.budget, a.model, a.max_tokens, a.threads, definition_text)
+              f"context budget {a.budget} (approximate count), {a.threads} thread(s), "
+              f"context framed as {a.frame}")
+        part2.FRAME = a.frame
+        rows = part2.run(subset, a.budget, a.model, a.max_tokens, a.threads, definition_text,
+                         tuple(a.conditions.split(",")))
         part2.report(rows, len(subset))
 
 

@@ -31,7 +31,15 @@ SUFFIX_LINES = 15
 CONDITIONS = ("in-file", "+outline", "+retrieve", "+definition")
 
 
+FRAME = "comment"  # --frame code: blocks as plain code under a `# file: path` line instead
+
+
 def commented(text: str) -> str:
+    if FRAME == "code":
+        head, _, body = text.partition("\n")
+        if head.startswith("--- "):  # a retrieved block's or the definition's frame line
+            return f"# file: {head[4:]}\n{body.rstrip()}\n\n\n"
+        return text.rstrip("\n") + "\n\n\n"
     return "\n".join(f"# {ln}".rstrip() for ln in text.rstrip("\n").split("\n")) + "\n\n"
 
 
@@ -46,7 +54,8 @@ def contexts(idx, h: dict, budget_tokens: int, counter, definition: str) -> dict
     return {
         "in-file": "",
         "+outline": commented(o.text) if o.text else "",
-        "+retrieve": "\n#\n".join(b.text for b in blocks) + "\n\n" if blocks else "",
+        "+retrieve": ("\n#\n" if FRAME == "comment" else "").join(b.text for b in blocks) + "\n\n"
+                     if blocks else "",
         "+definition": commented(f"--- {h['def_path']}:{h['def_line']}\n{definition}"),
     }
 
@@ -103,7 +112,7 @@ def bootstrap(diffs: list[float], seed: int = 7, rounds: int = 2000) -> tuple[fl
 
 
 def run(holes: list[dict], budget_tokens: int, model: str, max_tokens: int, threads: int,
-        definition_text) -> dict:
+        definition_text, conditions=CONDITIONS) -> dict:
     from limner.engine.core import Engine
     from limner.engine import models
 
@@ -112,7 +121,7 @@ def run(holes: list[dict], budget_tokens: int, model: str, max_tokens: int, thre
     path = models.resolve(model, "completion")[1]
     exact = budget.Vocab.from_gguf(path)
     opened: dict[str, index.Index] = {}
-    rows = {c: [] for c in CONDITIONS}
+    rows = {c: [] for c in conditions}
     try:
         for n, h in enumerate(holes, 1):
             idx = opened.get(h["root"]) or opened.setdefault(h["root"], index.open_index(h["root"]))
@@ -130,7 +139,7 @@ def run(holes: list[dict], budget_tokens: int, model: str, max_tokens: int, thre
                 st = os.stat(full)
                 os.utime(full, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
             pre, suf = window(h)
-            for c in CONDITIONS:
+            for c in conditions:
                 reply, usage, secs = generate(engine, model, ctx[c] + pre, suf, max_tokens, threads)
                 line = first_line(reply)
                 want = h["expected"]
@@ -142,7 +151,7 @@ def run(holes: list[dict], budget_tokens: int, model: str, max_tokens: int, thre
                     ctx_tokens=exact.count(ctx[c]) if ctx[c] else 0))
             print(f"  {n}/{len(holes)} {h['id']}: " + "  ".join(
                 f"{c} {'EM' if rows[c][-1]['em'] else ('id' if rows[c][-1]['ident'] else '--')}"
-                for c in CONDITIONS), flush=True)
+                for c in conditions), flush=True)
     finally:
         engine.close()
         for idx in opened.values():
@@ -152,15 +161,18 @@ def run(holes: list[dict], budget_tokens: int, model: str, max_tokens: int, thre
 
 
 def report(rows: dict, n: int) -> None:
-    base = rows["in-file"]
+    conds = [c for c in CONDITIONS if c in rows]
+    base = rows.get("in-file")
     print(f"\n{'condition':12s} {'EM':>6s} {'edit sim':>9s} {'ident':>6s} {'ctx tok':>8s} "
           f"{'prompt tok':>10s} {'latency p50':>12s}")
-    for c in CONDITIONS:
+    for c in conds:
         r = rows[c]
         secs = sorted(x["secs"] for x in r)
         print(f"{c:12s} {sum(x['em'] for x in r) / n:6.3f} {sum(x['es'] for x in r) / n:9.3f} "
               f"{sum(x['ident'] for x in r) / n:6.3f} {sum(x['ctx_tokens'] for x in r) / n:8.0f} "
               f"{sum(x['prompt'] for x in r) / n:10.0f} {secs[n // 2]:11.2f}s")
+    if base is None or len(conds) < 4:
+        return
     print("\npaired vs in-file (wins/losses on discordant holes, McNemar exact p; "
           "edit-sim difference with bootstrap 95 % CI):")
     for c in CONDITIONS[1:]:
