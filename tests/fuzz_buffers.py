@@ -218,9 +218,26 @@ def exercise(text: str, default_profile: str | None, cwd: str, config: str) -> N
     buffer.check(text, **opts)
     try:
         req = buffer.parse(text, **opts)
+        if req.outlines or req.retrieves or req.budget is not None:
+            _assemble(req, cwd)  # as run.py does before opening the backend
         render.debug(backends.open(req).describe())
     except LimnerError:
         pass
+
+
+def _assemble(req, cwd: str) -> None:
+    """The repository context, with the index cache beside the tree, not in ~/.cache."""
+    from limner.retrieval.assemble import apply
+
+    saved = os.environ.get("LIMNER_CACHE_DIR")
+    os.environ["LIMNER_CACHE_DIR"] = os.path.join(os.path.dirname(cwd), "cache")
+    try:
+        apply(req, env=ENV)
+    finally:
+        if saved is None:
+            del os.environ["LIMNER_CACHE_DIR"]
+        else:
+            os.environ["LIMNER_CACHE_DIR"] = saved
 
 
 @contextlib.contextmanager
