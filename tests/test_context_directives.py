@@ -352,3 +352,20 @@ def test_warm_second_infill_reuses_the_retrieved_context_from_the_prefix_cache(r
     finally:
         eng.close()
         mp.undo()
+
+
+def test_stats_line_is_followed_by_the_context_lines(repo):
+    import io
+
+    from limner.events import Stopped, Text, Usage
+
+    req = parsed(API + "!stats\n!budget 300\n!outline pkg\n!user\nq\n", repo)
+    out = io.StringIO()
+    r = render.Renderer(out, req, clock=iter(range(100)).__next__)
+    for e in (Text("hi"), Usage(prompt_tokens=10, completion_tokens=1), Stopped("stop")):
+        r.feed(e)
+    text = out.getvalue()
+    assert "\n\n!note prompt 10 tokens" in text
+    assert text.index("!note prompt") < text.index("!note context ") and "outline of pkg" in text
+    plain = parsed(API + "!stats\n!user\nq\n", repo)
+    assert render.context_note(plain) == ""
