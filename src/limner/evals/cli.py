@@ -55,6 +55,11 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"results dir (default ./{DEFAULT_OUT})")
     p.add_argument("--rescore", action="store_true", help="drop stored scores and test every generation again")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the sandboxed tests run: local warm sandboxes (default) or Ray tasks on a "
+                        "cluster (pip install 'limner[scale]'); the results are written here either way")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="with --executor ray: the cluster (HOST:6379 or ray://HOST:10001); default a local Ray")
     p.add_argument("--codebleu", action="store_true",
                    help="also compute CodeBLEU (in its own venv, made on first use; see docs/eval.md)")
     p.add_argument("--no-html", action="store_true", help="skip the HTML report")
@@ -128,8 +133,12 @@ def _main(args) -> int:
     todo = sum(1 for g in store.unscored() if g["model"] in labels and g["task"] in by_suite.get(g["suite"], {}))
     if todo:
         bar = generate.Progress(todo, "scoring in the sandbox")
-        score.score_all(store, by_suite, workers=2, timeout=args.timeout, progress=bar, models=labels,
-                        want=args.sandbox)
+        ex = score.executor(args.executor, workers=2, want=args.sandbox, address=args.address)
+        try:
+            score.score_all(store, by_suite, workers=2, timeout=args.timeout, progress=bar, models=labels,
+                            want=args.sandbox, run_on=ex)
+        finally:
+            ex.close()
         bar.close()
     generate.repair_chains(plan, store)
     cb = None

@@ -138,9 +138,11 @@ def _trim_pytest(lines: list[str]) -> str:
     return "\n".join(keep[-20:] + summary[-5:])
 
 
-def test(task, gen: dict, timeout: float = TEST_TIMEOUT_S, want: str = "strict") -> dict:
+def test(task, gen: dict, timeout: float = TEST_TIMEOUT_S, want: str = "strict", runner=None) -> dict:
     """One score row for one stored generation. want: the sandbox level
-    (SandboxUnavailable where it is missing; "basic" only when asked for)."""
+    (SandboxUnavailable where it is missing; "basic" only when asked for).
+    runner(program, timeout) -> sandbox Result: a warm pool's run_python;
+    by default a fresh sandbox.run per program."""
     from limner.sandbox import run_python
 
     code = gen.get("code") or ""
@@ -151,8 +153,11 @@ def test(task, gen: dict, timeout: float = TEST_TIMEOUT_S, want: str = "strict")
     if gen.get("error") and not code.strip():
         return {**row, "passed": 0, "status": "no-output", "detail": gen["error"]}
     # site=False: the suites need the stdlib only, and a bare interpreter starts faster.
-    r = run_python(program(task, gen.get("how") or "completion", code), timeout=timeout,
-                   python=sys.executable, site=False, want=want)
+    text = program(task, gen.get("how") or "completion", code)
+    if runner is not None:
+        r = runner(text, timeout)
+    else:
+        r = run_python(text, timeout=timeout, python=sys.executable, site=False, want=want)
     iso = r.isolation + (" (asked for with --sandbox basic)" if r.isolation == "basic" else "")
     row.update(isolation=f"{iso}: {', '.join(r.layers)}", seconds=round(r.seconds, 3))
     if r.ok:
@@ -165,22 +170,71 @@ def test(task, gen: dict, timeout: float = TEST_TIMEOUT_S, want: str = "strict")
     return {**row, "passed": 0, "status": "fail", "detail": failure_summary(r.stderr, r.stdout)}
 
 
+# ---------------------------------------------------------------- executors
+#
+# Where the sandboxed runs happen. An executor takes jobs (key, task, gen row)
+# and yields (key, score row) as each finishes; the caller (the driver) is the
+# only writer of the store. One registry line per executor; each is imported
+# only when chosen (ray is an optional extra).
+
+EXECUTORS = {
+    "local": "limner.evals.score:LocalPool",  # warm sandboxes on this machine (the default)
+    "ray": "limner.evals.ray_exec:RayExecutor",  # Ray tasks, on whichever node takes each
+}
+
+
+def executor(name: str = "local", **kw):
+    import importlib
+
+    if name not in EXECUTORS:
+        from limner.errors import LimnerError
+
+        raise LimnerError(f"unknown executor {name!r}", f"one of: {', '.join(EXECUTORS)}")
+    module, _, cls = EXECUTORS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)(**kw)
+
+
+class LocalPool:
+    """`workers` warm strict sandboxes (sandbox.pool.Pool): a fork per program."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 2, want: str = "strict", **_):
+        self.workers, self.want = max(1, workers), want
+
+    def map(self, jobs: list, timeout: float):
+        from concurrent.futures import as_completed
+
+        from limner.sandbox.pool import Pool
+
+        with Pool(self.workers, want=self.want, python=sys.executable, site=False) as pool, \
+                ThreadPoolExecutor(self.workers) as threads:
+            def runner(text, t):
+                return pool.run_python(text, timeout=t)
+
+            futures = {threads.submit(test, task, gen, timeout, self.want, runner): key
+                       for key, task, gen in jobs}
+            for f in as_completed(futures):
+                yield futures[f], f.result()
+
+    def close(self) -> None:
+        pass
+
+
 def score_all(store, tasks_by_suite: dict, workers: int = 2, timeout: float = TEST_TIMEOUT_S,
-              progress=None, models: set | None = None, want: str = "strict") -> int:
+              progress=None, models: set | None = None, want: str = "strict", run_on=None) -> int:
     """Score every stored generation of these tasks (and models) that has no
-    score yet; returns how many."""
+    score yet, on the executor run_on (default: the local warm pool); returns how many."""
     todo = [g for g in store.unscored() if g["task"] in tasks_by_suite.get(g["suite"], {})
             and (models is None or g["model"] in models)]
     if not todo:
         return 0
 
-    def one(g):
-        task = tasks_by_suite[g["suite"]][g["task"]]
-        store.put_score((g["suite"], g["task"], g["model"], g["variant"], g["sample"]),
-                        test(task, g, timeout, want))
+    jobs = [((g["suite"], g["task"], g["model"], g["variant"], g["sample"]),
+             tasks_by_suite[g["suite"]][g["task"]], g) for g in todo]
+    ex = run_on or LocalPool(workers, want)
+    for key, row in ex.map(jobs, timeout):
+        store.put_score(key, row)  # here only: the driver is the one writer
         if progress:
             progress.step()
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        list(pool.map(one, todo))
     return len(todo)
