@@ -102,6 +102,23 @@ def test_index_files_tags_chunks(repo, tmp_path):
     assert hits.fetchone()[0] >= 2
 
 
+def test_credential_files_are_never_indexed(repo):
+    """The guard's deny list and .limnerignore apply before the index reads a file."""
+    write(repo, ".env", "API_TOKEN=frobnicate_widget_secret_value\n")
+    write(repo, "deploy/id_rsa", "frobnicate_widget private key stand-in\n")
+    write(repo, "notes/private.py", "def frobnicate_private(): pass\n")
+    write(repo, ".limnerignore", "notes/\n")
+    idx = index.open_index(repo)
+    paths = {r[0] for r in idx.conn.execute("SELECT path FROM files")}
+    assert {".env", "deploy/id_rsa", "notes/private.py"}.isdisjoint(paths)
+    assert "pkg/shapes.py" in paths
+    assert "frobnicate_private" not in defs(idx)
+    # Denied after it was indexed: the next update drops it.
+    write(repo, ".limnerignore", "notes/\npkg/use.py\n")
+    idx = index.open_index(repo)
+    assert "pkg/use.py" not in {r[0] for r in idx.conn.execute("SELECT path FROM files")}
+
+
 def test_reindex_touches_only_the_changed_file(repo):
     first = index.open_index(repo).stats
     assert first["parsed"] == 6 and first["skipped"] == 1

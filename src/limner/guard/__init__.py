@@ -10,13 +10,13 @@ Phase 1 is this package alone; see docs/guard.md for what the transport,
 the log, !context and `limner serve` will call. Importing it loads neither
 google-re2 nor pathspec: those come in on the first scan / file check.
 """
-from .files import BUILTIN_DENY, denied
+from .files import BUILTIN_DENY, allowed, denied
 from .policy import DEFAULT_MODE, MODES, Decision, decide, describe, is_local
 from .rules import Rule, RuleError, RuleSet, expand, load
 from .scan import PLACEHOLDER, Finding, Redactor, entropy, fingerprint, redact, scan
 
 __all__ = [
     "BUILTIN_DENY", "DEFAULT_MODE", "MODES", "PLACEHOLDER", "Decision", "Finding",
-    "Redactor", "Rule", "RuleError", "RuleSet", "decide", "denied", "describe",
+    "Redactor", "Rule", "RuleError", "RuleSet", "allowed", "decide", "denied", "describe",
     "entropy", "expand", "fingerprint", "is_local", "load", "redact", "scan",
 ]

@@ -102,13 +102,21 @@ def list_files(root: str, exclude: tuple[str, ...] = ()) -> list[str]:
         # git lists paths relative to root even when root is inside a bigger repo;
         # nothing listed means root is ignored by that repo (~/.pyenv/versions): walk.
         if names:
-            return sorted(set(n for n in names if not (set(n.split("/")) & SKIP_DIRS)
-                              and not n.startswith(prefixes)))
+            return _not_denied(root, sorted(set(n for n in names if not (set(n.split("/")) & SKIP_DIRS)
+                                                and not n.startswith(prefixes))))
     except (OSError, subprocess.SubprocessError):
         pass
     found: list[str] = []
     _walk(root, "", frozenset(p[:-1] for p in prefixes), found)
-    return sorted(found)
+    return _not_denied(root, sorted(found))
+
+
+def _not_denied(root: str, names: list[str]) -> list[str]:
+    # The secrets guard's deny list and .limnerignore apply before a file is read:
+    # a credential file is never indexed, so !outline/!retrieve can never show it.
+    from limner.guard import allowed
+
+    return allowed(root, names)
 
 
 def _walk(root: str, rel: str, exclude: frozenset, found: list[str]) -> None:
