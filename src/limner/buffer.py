@@ -62,6 +62,7 @@ DIRECTIVES: tuple[Directive, ...] = (
     Directive("!check", "!check", "run code checks (syntax, imports, security) on the reply", "on_flag", "limner"),
     Directive("!test", "!test CMD", "run CMD to verify the reply's code", "on_test", "limner"),
     Directive("!repair", "!repair N", "on failed checks or tests, ask the model to fix it up to N times", "on_repair", "limner"),
+    Directive("!vote", "!vote N", "sample N replies, run each on the !test asserts and derived inputs, reply with the one from the largest passing behaviour cluster", "on_vote", "limner"),
     Directive("!sandbox", "!sandbox basic|strict", "the isolation !test runs code under; basic (no network or filesystem isolation) must be asked for, default strict", "on_sandbox", "limner"),
     Directive("!lang", "!lang NAME", "the source language of an !infill buffer (for the syntax-aware stop)", "on_lang", "limner"),
     Directive("!secrets", "!secrets block|redact|warn|off", "what the secret guard does with secrets in a request to a remote host: block provider tokens and keys, redact the rest (default block); the log is redacted in every mode", "on_secrets", "limner"),
@@ -324,6 +325,12 @@ class _Parser:
         if not value.isascii() or not value.isdigit():
             return self.fail(at, f"!repair needs a whole number of rounds, not {value!r}", "e.g. !repair 2")
         self.req.repair_rounds = int(value)
+
+    def on_vote(self, args, at):
+        value = go_trim_space(args)
+        if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 64:
+            return self.fail(at, f"!vote needs a number of candidates from 1 to 64, not {value!r}", "e.g. !vote 8")
+        self.req.vote_n = int(value)
 
     def on_sandbox(self, args, at):
         value = go_trim_space(args)

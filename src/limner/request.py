@@ -77,6 +77,7 @@ class Request:
     checks: bool = False  # !check: run code checks on the reply
     test_cmd: str | None = None  # !test CMD (verify issue)
     repair_rounds: int = 0  # !repair N
+    vote_n: int = 0  # !vote N: candidates to sample and vote on (limner.select)
     sandbox: str = "strict"  # !sandbox basic: the opt-in to run !test at the weaker level
     # !timeout (or --timeout): seconds to wait for the server's first byte and
     # between chunks; None = $LIMNER_TIMEOUT or the default (backends/base.py).

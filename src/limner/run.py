@@ -117,6 +117,11 @@ def _run(args: argparse.Namespace, out) -> int:
             from limner.sandbox.probe import require
 
             require(req.sandbox)
+        if req.vote_n:
+            from limner.select.buffer_vote import run_vote  # lazy: only !vote buffers
+
+            return run_vote(req, adapter, out,
+                            log=not (args.no_log or req.nolog or os.environ.get("LIMNER_NO_LOG")))
     except LimnerError as e:
         out.write(render.error_block(e.message, e.hint, e.line))
         out.flush()

@@ -53,6 +53,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
                    help="isolation for the generated code: strict (bwrap; the default, required unless "
                         "you ask otherwise) or basic (no network or filesystem isolation; recorded in the results)")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--select", type=int, default=0, metavar="N",
+                   help="selection by execution: N samples per task, then greedy, random, mean log-prob, "
+                        "the vote and pass@N on that one pool, scored on held-out tests (docs/eval.md)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"results dir (default ./{DEFAULT_OUT})")
     p.add_argument("--rescore", action="store_true", help="drop stored scores and test every generation again")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -113,6 +116,8 @@ def _main(args) -> int:
         sys.stderr.write("limner eval: --sandbox basic: the generated code runs without network or "
                          "filesystem isolation\n")
     tasks = {s.name: s.pick(args.limit, args.seed) for s in suites}
+    if args.select:
+        return _select(args, targets, suites, tasks)
 
     from limner.evals import generate, report, score
     from limner.evals.store import Store
@@ -164,6 +169,27 @@ def _main(args) -> int:
         where = report.relpath(html_path) if html_path else report.relpath(out / "report.json")
         sys.stdout.write(f"report: {where}\n")
     store.close()
+    return 0
+
+
+def _select(args, targets, suites, tasks) -> int:
+    from limner.select import evalsel
+
+    if not 1 <= args.select <= 64:
+        raise LimnerError("--select N takes 1 to 64 samples per task")
+    params = {}
+    for s in suites:
+        params[s.name] = {"max_tokens": args.max_tokens or s.max_tokens,
+                          "temperature": args.temperature if args.temperature is not None else 0.8}
+        if s.stop:
+            params[s.name]["stop"] = list(s.stop)
+    summary = evalsel.run(targets, tasks, args.select, params, args.seed, args.sandbox, Path(args.out))
+    if args.json:
+        sys.stdout.write(json.dumps(summary, indent=1) + "\n")
+    else:
+        from limner.evals import report
+
+        sys.stdout.write(evalsel.table(summary) + f"report: {report.relpath(Path(summary['html']))}\n")
     return 0
 
 
