@@ -159,3 +159,34 @@ def test_eval_select_on_one_mbpp_task(tmp_path):
         assert p["lo"] <= p["mean"] <= p["hi"]
     assert (out / "select.html").exists() and (out / "select.png").exists()
     assert any(k.startswith("vote@2 - greedy") for k in s["paired"])
+
+
+def test_an_all_zero_selection_still_has_intervals_and_a_chart(tmp_path):
+    from limner.select import evalsel
+
+    row = {"greedy": 0, "curves": {k: {"random": 0.0, "logprob": 0, "vote": 0, "pass@n": 0,
+                                       "clusters": [1], "fallback": True} for k in ("1", "2")}}
+    s = evalsel.summarize([row] * 5, 2)
+    vote2 = s["curves"]["2"]["vote"]
+    assert vote2["mean"] == 0 and vote2["lo"] == 0 and vote2["hi"] > 0.3  # 0 of 5 is not "exactly 0"
+    assert s["curves"]["2"]["fallback_tasks"] == 5
+    path = evalsel.write_html(s, tmp_path)
+    assert (tmp_path / "select.png").stat().st_size > 5000 and "select.png" in path.read_text()
+
+
+def test_pass_at_1_plot_has_intervals_at_zero():
+    from limner.evals.report import wilson
+
+    assert wilson(0.0, 10)[0] == 0 and wilson(0.0, 10)[1] > 0.2
+    lo, hi = wilson(0.5, 100)
+    assert lo < 0.5 < hi
+
+
+def test_mbpp_test_split_is_the_official_257_tasks_and_a_seeded_subset():
+    from limner.evals import suites
+
+    s = suites.load("mbpp-test")
+    ids = [int(t.id.split("/")[1]) for t in s.tasks()]
+    assert len(ids) == 257 and min(ids) >= 11 and max(ids) <= 510
+    assert [t.id for t in s.pick(60, 1234)] == [t.id for t in s.pick(60, 1234)]
+    assert len(suites.load("mbpp").tasks()) == 427

@@ -193,6 +193,51 @@ def _f(x, width=7, digits=3) -> str:
     return f"{x:>{width}.{digits}f}" if isinstance(x, (int, float)) else f"{'-':>{width}}"
 
 
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a pass rate over n tasks (sound at 0 and 1)."""
+    if not n:
+        return (0.0, 0.0)
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / den
+    return (max(0.0, mid - half), min(1.0, mid + half))
+
+
+def select_curves(s: dict, out: Path, methods: tuple) -> str:
+    """`limner eval --select`: pass rate against pool size per method, with the
+    bootstrap intervals; zeros are labelled so an all-zero chart still reads."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = [int(k) for k in s["curves"]]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, m in enumerate(methods):
+        pts = [s["curves"][str(k)][m] for k in ks]
+        ys = [p["mean"] for p in pts]
+        err = [[max(0.0, y - p["lo"]) for y, p in zip(ys, pts)],
+               [max(0.0, p["hi"] - y) for y, p in zip(ys, pts)]]
+        xs = [k * (1 + 0.04 * (i - 2)) for k in ks]  # dodged so the intervals do not hide each other
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=m)
+        for x, y in zip(xs, ys):
+            if y == 0:
+                ax.annotate("0", (x, 0), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    top = max([s["curves"][str(k)][m]["hi"] for k in ks for m in methods] + [0.1])
+    ax.set_ylim(-0.03, min(1.05, top + 0.1))
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_xlabel("samples in the pool (N)")
+    ax.set_ylabel("held-out pass rate (95 % bootstrap CI)")
+    ax.set_title(f"selection by execution: {s['tasks']} tasks, {', '.join(s.get('labels', []))}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "select.png", dpi=110)
+    plt.close(fig)
+    return "select.png"
+
+
 def plots(summary: dict, out: Path) -> list[str]:
     """PNG plots next to the report; returns their file names."""
     import matplotlib
@@ -210,11 +255,20 @@ def plots(summary: dict, out: Path) -> list[str]:
         for i, (model, variant) in enumerate(series):
             ys = [next((r["pass@1"] for r in runs if r["suite"] == s and r["model"] == model
                         and r["variant"] == variant), 0) for s in suites]
+            ns = [next((r["tasks"] for r in runs if r["suite"] == s and r["model"] == model
+                        and r["variant"] == variant), 0) for s in suites]
             xs = [j + i * width for j in range(len(suites))]
-            ax.bar(xs, ys, width, label=f"{model} ({variant})")
+            lo_hi = [wilson(y, n) for y, n in zip(ys, ns)]
+            err = [[max(0.0, y - lo) for y, (lo, _) in zip(ys, lo_hi)],
+                   [max(0.0, hi - y) for y, (_, hi) in zip(ys, lo_hi)]]  # rounding at 0 and 1
+            ax.bar(xs, ys, width, yerr=err, capsize=3, label=f"{model} ({variant})")
+            for x, y in zip(xs, ys):  # the value on every bar: a zero bar is still read as zero
+                ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 2),
+                            ha="center", fontsize=7)
         ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(suites))], suites)
-        ax.set_ylabel("pass@1")
-        ax.set_ylim(0, min(1.0, max([r["pass@1"] for r in runs] + [0.04]) * 1.2))
+        ax.set_ylabel("pass@1 (95 % Wilson interval)")
+        top = max([wilson(r["pass@1"], r["tasks"])[1] for r in runs] + [0.04])
+        ax.set_ylim(0, min(1.05, top * 1.25))
         ax.set_title("pass@1 by suite")
         ax.legend(fontsize=7)
         fig.tight_layout()

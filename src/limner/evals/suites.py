@@ -35,6 +35,9 @@ MBPP_FILE = Path(__file__).with_name("data") / "mbpp" / "sanitized-mbpp.json"
 LOADERS: dict[str, str] = {
     "humaneval": "limner.evals.suites:load_humaneval",
     "mbpp": "limner.evals.suites:load_mbpp",
+    "mbpp:test": "limner.evals.suites:load_mbpp",
+    "mbpp:train": "limner.evals.suites:load_mbpp",
+    "mbpp:validation": "limner.evals.suites:load_mbpp",
     "jsonl": "limner.evals.suites:load_jsonl",
     "fim:humaneval-single": "limner.evals.suites:load_fim",
     "fim:humaneval-multi": "limner.evals.suites:load_fim",
@@ -185,9 +188,16 @@ def mbpp_task(p: dict) -> Task:
     )
 
 
+# MBPP's official splits by task id (Austin et al.): test 11-510, validation
+# 511-600, train 601-974 (and the few-shot prompt ids 1-10 with train).
+MBPP_SPLITS = {"test": lambda i: 11 <= i <= 510, "validation": lambda i: 511 <= i <= 600,
+               "train": lambda i: i <= 10 or i >= 601}
+
+
 def load_mbpp(suite: Suite) -> list[Task]:
+    keep = MBPP_SPLITS.get(suite.loader.partition(":")[2], lambda i: True)
     with open(MBPP_FILE, encoding="utf-8") as f:
-        return [mbpp_task(p) for p in json.load(f)]
+        return [mbpp_task(p) for p in json.load(f) if keep(p["task_id"])]
 
 
 def load_fim(suite: Suite) -> list[Task]:

@@ -89,8 +89,14 @@ def summarize(rows: list[dict], n: int) -> dict:
         point = {}
         for m in METHODS:
             vals = [r["greedy"] if m == "greedy" else r["curves"][str(k)][m] for r in rows]
-            lo, hi = bootstrap_ci(vals)
-            point[m] = {"mean": sum(vals) / len(vals) if vals else 0.0, "lo": lo, "hi": hi}
+            mean = sum(vals) / len(vals) if vals else 0.0
+            if all(v in (0, 1) for v in vals):  # pass/fail per task: Wilson, not degenerate at 0 or 1
+                from limner.evals.report import wilson
+
+                lo, hi = wilson(mean, len(vals))
+            else:  # random@n is an expectation per task: bootstrap over tasks
+                lo, hi = bootstrap_ci(vals)
+            point[m] = {"mean": mean, "lo": lo, "hi": hi}
         point["fallback_tasks"] = sum(1 for r in rows if r["curves"][str(k)]["fallback"])
         out["curves"][str(k)] = point
     top = str(curve_points(n)[-1])
@@ -123,35 +129,12 @@ def table(s: dict) -> str:
 
 def plot(s: dict, out: Path) -> str | None:
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError:
         return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from limner.evals import report
 
-    ks = [int(k) for k in s["curves"]]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, m in enumerate(METHODS):
-        pts = [s["curves"][str(k)][m] for k in ks]
-        ys = [p["mean"] for p in pts]
-        err = [[y - p["lo"] for y, p in zip(ys, pts)], [p["hi"] - y for y, p in zip(ys, pts)]]
-        xs = [k * (1 + 0.03 * (i - 2)) for k in ks]  # a small dodge so intervals do not hide each other
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=m)
-        for x, y in zip(xs, ys):
-            if y == 0:  # an all-zero line must still be visible and read as zero
-                ax.annotate("0", (x, 0), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_ylim(-0.05, max(0.2, min(1.0, max(s["curves"][str(k)][m]["hi"] for k in ks for m in METHODS) + 0.1)))
-    ax.axhline(0, color="grey", linewidth=0.5)
-    ax.set_xlabel("samples in the pool (N)")
-    ax.set_ylabel("held-out pass rate (95 % bootstrap CI)")
-    ax.set_title(f"selection by execution, {s['tasks']} tasks")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "select.png", dpi=110)
-    plt.close(fig)
-    return "select.png"
+    return report.select_curves(s, out, METHODS)
 
 
 def write_html(s: dict, out: Path) -> Path:
