@@ -75,6 +75,9 @@ class Target:
         self._busy = {e: 0 for e in self.endpoints}
         self._busy_lock = threading.Lock()
         self._chat: bool | None = None
+        # A profile's own turns (system prompt, demos) go before each task's
+        # message; without this a profile's demos never reached the model.
+        self.preamble = [Message(m.role, m.content) for m in (base.messages or [])]
 
     # -- building
 
@@ -92,6 +95,7 @@ class Target:
         from limner import backends, buffer
 
         base = buffer.parse(f"!profile {profile}\n!user\n.\n")  # BufferError names a bad profile
+        base.messages = base.messages[:-1]  # the placeholder turn; the profile's own turns stay
         if model:
             base.data["model"] = model
         if endpoints:
@@ -131,7 +135,7 @@ class Target:
         if how == "chat":
             req.mode = CHAT
             msgs = messages or [{"role": "user", "content": chat_instruction(task)}]
-            req.messages = [Message(m["role"], m["content"]) for m in msgs]
+            req.messages = self.preamble + [Message(m["role"], m["content"]) for m in msgs]
             req.data.pop("stop", None)  # the closing fence ends a chat reply (see _consume)
         elif how == "completion":
             text = prompt if prompt is not None else task.prompt
