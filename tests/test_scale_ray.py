@@ -7,10 +7,14 @@ warm pool; a node removed mid-run still leaves every task scored exactly once
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
 
+# Before Ray is imported: every raylet, the GCS and the workers on 127.0.0.1 only
+# (Ray otherwise swaps loopback for the machine's network address).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 ray = pytest.importorskip("ray", reason="Ray is in the scale extra: pip install 'limner[scale]'")
 from ray.cluster_utils import Cluster  # noqa: E402
 
@@ -35,6 +39,7 @@ def cluster():
     ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
     c.wait_for_nodes()
     try:
+        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"} and c.address.startswith("127.")
         yield c, nodes
     finally:
         ray.shutdown()

@@ -58,6 +58,7 @@ def _router(workers: list[str], log: Path) -> tuple[subprocess.Popen, str]:
         [sys.executable, "-m", "sglang_router.launch_router", "--worker-urls", *workers,
          "--policy", "round_robin", "--host", "127.0.0.1", "--port", str(port),
          "--disable-retries", "--health-check-interval-secs", "1", "--health-failure-threshold", "1",
+         "--prometheus-host", "127.0.0.1", "--prometheus-port", str(_port()),  # default: 0.0.0.0:29000
          "--log-level", "warn"],
         stdout=open(log, "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

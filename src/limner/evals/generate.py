@@ -172,6 +172,8 @@ def generate(plan: Plan, store, stream=None) -> int:
 
 
 def _generate(plan: Plan, store, stream=None) -> int:
+    if any(not t.engine for t in plan.targets):
+        _dispatcher(plan)  # made here, before the threads, so all of them count in one
     asked = 0
     for target in plan.targets:
         for suite in plan.suites:
@@ -210,6 +212,8 @@ def repair_chains(plan: Plan, store, stream=None) -> int:
 
     if not plan.repair:
         return 0
+    if any(not t.engine for t in plan.targets):
+        _dispatcher(plan)
     asked = 0
     for target in plan.targets:
         for suite in plan.suites:

@@ -12,9 +12,17 @@ only, and this module is imported only when --executor ray is chosen.
 """
 from __future__ import annotations
 
+import os
+
 from limner.errors import LimnerError
 
+LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray keeps every address on 127.0.0.1
 RETRIES = 3  # re-runs of a task whose node (or worker process) died
+
+
+def _loopback(address: str) -> bool:
+    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _score_one(task, gen: dict, timeout: float, want: str) -> dict:
@@ -28,6 +36,10 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, want: str = "strict", workers: int | None = None, **_):
+        if address is None or _loopback(address):
+            # A local Ray stays on loopback: without this, Ray swaps 127.0.0.1 for
+            # the machine's network address and listens and dials there.
+            os.environ.setdefault(LOCAL_ONLY, "0")
         try:
             import ray
         except ImportError:
