@@ -369,3 +369,11 @@ def test_stats_line_is_followed_by_the_context_lines(repo):
     assert text.index("!note prompt") < text.index("!note context ") and "outline of pkg" in text
     plain = parsed(API + "!stats\n!user\nq\n", repo)
     assert render.context_note(plain) == ""
+
+
+def test_retrieve_refuses_to_index_the_home_directory(repo, monkeypatch):
+    monkeypatch.setenv("HOME", str(repo))
+    req = buffer.parse(API + "!retrieve\n!user\nhi\n", cwd=str(repo), env={})
+    with pytest.raises(BufferError) as e:
+        assemble.apply(req, env={})
+    assert e.value.line == 2 and "!outline DIR" in e.value.hint

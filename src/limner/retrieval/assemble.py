@@ -236,6 +236,12 @@ class _Job:
 
         query, line = spec
         shown, full = self.root()
+        if full in (os.path.expanduser("~"), os.path.abspath(os.sep)):
+            # indexing every file under it would take minutes and mix every project
+            raise BufferError(f"!retrieve would index all of {full}: limner runs there and no "
+                              "!outline names a repository",
+                              "Add `!outline DIR` for the project (its DIR is what !retrieve "
+                              "searches), or run limner from the project's directory.", line)
         header = self.header(shown, "!retrieve")
         idx = self.index(full)
 
