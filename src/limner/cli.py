@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("limner.benchcli:main", "benchmarks, e.g. `limner bench fim`"),
     "eval": ("limner.evals.cli:main", "measure models on code suites, side by side"),
     "replay": ("limner.evals.replay:main", "re-send logged exchanges to another model"),
+    "tune": ("limner.evals.tune:main", "choose few-shot demos for a profile on a suite's dev split"),
     "check-code": ("limner.checks.cli:main", "syntax, import and security checks on code"),
     "index": ("limner.retrieval.cli:index_main", "build or refresh a folder's code index"),
     "outline": ("limner.retrieval.cli:outline_main", "ranked map of a folder's signatures"),

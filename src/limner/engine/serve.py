@@ -364,6 +364,8 @@ def _recorder(enabled: bool):
         if meta is None:
             return
         end, u, text = run.end, run.usage, "".join(run.text)
+        if run.samples:  # n > 1: the first choice is the reply; all of them go to extra
+            text = run.samples[0].text
         if run.cancel.is_set() or (isinstance(end, Failure) and end.kind == "cancelled"):
             status = "cancelled"
         elif isinstance(end, Failure):
@@ -387,6 +389,9 @@ def _recorder(enabled: bool):
                 "cached_tokens": u.cached_tokens if u else None,
                 "model": oa.model_name(run, parsed.model) or None, "backend": "embedded",
                 "mode": "infill" if parsed.kind == "infill" else parsed.mode,
+                **({"choices": [{"index": c.index, "text": c.text, "finish_reason": c.finish_reason,
+                                 "logprob_mean": c.logprob_mean} for c in run.samples]}
+                   if run.samples else {}),
             })
         except Exception as e:  # noqa: BLE001 - the log must never break serving
             if not warned:
