@@ -88,6 +88,8 @@ def test_executor_registry_and_a_missing_ray_is_an_error(monkeypatch):
 
     with pytest.raises(LimnerError, match="unknown executor"):
         score.executor("dask")
+    with pytest.raises(LimnerError, match="no Ray cluster answers"):  # not Ray's endless retries
+        score.executor("ray", address="127.0.0.1:1")
     real = builtins.__import__
 
     def no_ray(name, *a, **kw):

@@ -25,6 +25,17 @@ def _loopback(address: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+def _reachable(address: str, seconds: float = 3.0) -> bool:
+    import socket
+
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=seconds):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def _score_one(task, gen: dict, timeout: float, want: str) -> dict:
     """On the node: the sandboxed test, nothing else (it never sees the store)."""
     from limner.evals.score import test
@@ -45,6 +56,10 @@ class RayExecutor:
         except ImportError:
             raise LimnerError("--executor ray needs Ray, which is not installed",
                               "pip install 'limner[scale]' (or plain `pip install ray`).") from None
+        if address and address != "auto" and not _reachable(address):  # Ray would retry it forever
+            raise LimnerError(f"no Ray cluster answers at {address}",
+                              "Start it (`ray start --head --port 6379`) or fix --address "
+                              "(HOST:6379, or ray://HOST:10001).")
         self.ray, self.address, self.want = ray, address, want
         self.started_here = False
         if not ray.is_initialized():
