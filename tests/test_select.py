@@ -190,3 +190,19 @@ def test_mbpp_test_split_is_the_official_257_tasks_and_a_seeded_subset():
     assert len(ids) == 257 and min(ids) >= 11 and max(ids) <= 510
     assert [t.id for t in s.pick(60, 1234)] == [t.id for t in s.pick(60, 1234)]
     assert len(suites.load("mbpp").tasks()) == 427
+
+
+def test_pooled_candidates_interleave_two_models():
+    pytest.importorskip("llama_cpp")
+    from limner.evals import suites
+    from limner.evals.targets import Target
+    from limner.select import sample
+
+    task = suites.load("mbpp").tasks()[0]
+    targets = [Target.for_model("smollm2-135m", n_threads=THREADS),
+               Target.for_model("gemma3-270m", n_threads=THREADS)]
+    got = sample.pooled(targets, task, 4, {"max_tokens": 24, "stop": ["\n#"]}, seed=5)
+    assert [c.index for c in got] == [0, 1, 2, 3]
+    assert [c.model for c in got] == ["smollm2-135m", "gemma3-270m"] * 2
+    assert all(c.logprob_mean is not None and c.logprob_mean < 0 for c in got)
+    assert got[1].code == got[1].text  # a base model continues the prompt: all of it is code
