@@ -35,7 +35,8 @@ class Vote:
 
     def note(self, n: int) -> str:
         sizes = ", ".join(str(len(c)) for c in self.clusters) or "none"
-        out = f"vote: {n} candidates, {len(self.clusters)} behaviour clusters (sizes {sizes})"
+        k = len(self.clusters)
+        out = f"vote: {n} candidates, {k} behaviour cluster{'s' if k != 1 else ''} (sizes {sizes})"
         if self.dropped:
             out += f", {len(self.dropped)} dropped ({_reasons(self.dropped)})"
         out += f"; chose #{self.chosen}: {self.why}"
