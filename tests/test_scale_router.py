@@ -209,3 +209,30 @@ def test_default_concurrency_asks_for_slots(monkeypatch):
         assert dispatch.default_concurrency([srv.url("ok")]) == 6
     finally:
         srv.stop()
+
+
+def test_a_dead_endpoint_among_several_is_rested_and_named_in_the_report(limner_env, tmp_path):
+    """--endpoint given twice, one dead: every sample still lands, once, and the
+    report names the failing endpoint. A dead replica answers fastest, so
+    without resting it, it would draw every retry."""
+    ok = FaultServer(default="ok").start()
+    dead = f"http://127.0.0.1:{_port()}/v1"  # nothing listens there
+    out = tmp_path / "out"
+    args = ["eval", "humaneval", "--limit", str(TASKS), "--samples", str(SAMPLES), "--model", "m",
+            "--endpoint", ok.base + "/v1", "--endpoint", dead, "--mode", "chat", "--concurrency", "2",
+            "--out", str(out), "--no-html", "--json"]
+    try:
+        p = subprocess.run(limner_command() + args, env=limner_env, capture_output=True, text=True, timeout=240)
+        assert p.returncode == 0, p.stdout + p.stderr
+        _assert_each_sample_once(out)
+        dispatch = json.loads(p.stdout)["dispatch"]
+        assert dispatch["gave_up"] == 0 and set(dispatch["failed_endpoints"]) == {dead}
+        assert dispatch["causes"] == {"refused": dispatch["retries"]} and dispatch["retries"] <= 4
+        # Another --seed on the same --out: the sampled draws are other samples, asked again.
+        p2 = subprocess.run(limner_command() + args + ["--seed", "7"], env=limner_env, capture_output=True,
+                            text=True, timeout=240)
+        assert p2.returncode == 0, p2.stdout + p2.stderr
+        rows = _rows(out)
+        assert len(rows) == TASKS * SAMPLES and all(r["seed"] == 7 + r["sample"] for r in rows)
+    finally:
+        ok.stop()

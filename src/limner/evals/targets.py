@@ -73,6 +73,7 @@ class Target:
         self.n_threads = n_threads
         self.mode = mode
         self._busy = {e: 0 for e in self.endpoints}
+        self._down: dict[str, tuple[float, int]] = {}  # endpoint -> (skip until, failures in a row)
         self._busy_lock = threading.Lock()
         self._chat: bool | None = None
         # A profile's own turns (system prompt, demos) go before each task's
@@ -198,6 +199,8 @@ class Target:
                     events = guard(events, req, adapter)
             gen = _consume(events, adapter.close, block_stop)
             gen.endpoint = endpoint or req.api
+            if endpoint and len(self.endpoints) > 1:
+                self._health(endpoint, gen)
             resp = getattr(adapter, "_response", None)  # the headers of a refused answer
             if gen.error and resp is not None and resp.status_code >= 400:
                 from limner.evals.dispatch import parse_retry_after
@@ -208,12 +211,28 @@ class Target:
         finally:
             self._give_endpoint(endpoint)
 
+    def _health(self, endpoint: str, gen: Generation) -> None:
+        """A dead or failing replica answers fastest, so it would draw every
+        retry: after a connection failure or 5xx, skip it for a while (1, 2,
+        4 ... 30 s), until it answers again."""
+        kind = (gen.error or "").split(":", 1)[0]
+        failed = gen.error and ((gen.status or 0) >= 500 or kind in ("refused", "connect", "disconnect"))
+        with self._busy_lock:
+            if not failed:
+                self._down.pop(endpoint, None)
+                return
+            n = self._down.get(endpoint, (0.0, 0))[1] + 1
+            self._down[endpoint] = (time.monotonic() + min(30.0, 2.0 ** (n - 1)), n)
+
     def _take_endpoint(self) -> str | None:
-        """The endpoint with the fewest requests in flight (replicas share the load)."""
+        """The endpoint with the fewest requests in flight (replicas share the
+        load), among those not resting after a failure (all, if none is up)."""
         if not self.endpoints:
             return None
         with self._busy_lock:
-            endpoint = min(self.endpoints, key=lambda e: self._busy[e])
+            now = time.monotonic()
+            up = [e for e in self.endpoints if self._down.get(e, (0.0, 0))[0] <= now] or self.endpoints
+            endpoint = min(up, key=lambda e: self._busy[e])
             self._busy[endpoint] += 1
             return endpoint
 
