@@ -160,8 +160,8 @@ def test_429_with_retry_after_through_the_router(limner_env, tmp_path):
     router, url = _router([busy.base, ok.base], tmp_path / "router.log")
     out = tmp_path / "out"
     try:
-        p = subprocess.run(limner_command() + _eval_args(url, out), env=limner_env, capture_output=True,
-                           text=True, timeout=240)
+        args = [a for a in _eval_args(url, out) if a != "--no-html"]
+        p = subprocess.run(limner_command() + args, env=limner_env, capture_output=True, text=True, timeout=240)
         assert p.returncode == 0, p.stdout + p.stderr
         _assert_each_sample_once(out)
         dispatch = json.loads(p.stdout)["dispatch"]
@@ -172,6 +172,7 @@ def test_429_with_retry_after_through_the_router(limner_env, tmp_path):
         from limner.evals.dispatch import describe
 
         assert "3× 429" in describe(dispatch)
+        assert "Servers: requests: 15 sent, 3 retried (3× 429" in (out / "report.html").read_text()
     finally:
         _stop(router)
         busy.stop()

@@ -348,6 +348,10 @@ def write_html(summary: dict, out_dir: Path | str, title: str = "limner eval") -
     iso = sorted({i for r in summary["runs"] for i in r.get("isolation", [])})
     if iso:
         parts.append("<p>Tests ran in limner's sandbox: " + "; ".join(e(i) for i in iso) + ".</p>")
+    from limner.evals.dispatch import describe
+
+    if describe(summary.get("dispatch")):  # retries, 429s, failing endpoints
+        parts.append("<p>Servers: " + e(describe(summary["dispatch"])) + ".</p>")
     if summary["comparison"]:
         parts.append("<h2>Repair vs resample at equal samples</h2><p>Repair with N rounds uses up to N+1 "
                      "samples per task (the greedy one, then one per round); the baseline draws N+1 samples "
