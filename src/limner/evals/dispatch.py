@@ -143,6 +143,7 @@ def default_concurrency(endpoints: list[str], timeout: float = 2.0) -> int:
 
 
 def _slots(url: str, timeout: float) -> int | None:
+    # A bare GET (no body, no credentials): nothing for the egress guard to check.
     import httpx
 
     base = url.rstrip("/")
