@@ -206,3 +206,41 @@ def test_pooled_candidates_interleave_two_models():
     assert [c.model for c in got] == ["smollm2-135m", "gemma3-270m"] * 2
     assert all(c.logprob_mean is not None and c.logprob_mean < 0 for c in got)
     assert got[1].code == got[1].text  # a base model continues the prompt: all of it is code
+
+
+def test_vote_over_http_has_no_log_probs_and_says_so(tmp_path, monkeypatch):
+    """The same vote against `limner serve` as an OpenAI-compatible server:
+    candidates come from n seeded requests, without log-probs."""
+    sandbox_or_skip()
+    uvicorn = pytest.importorskip("uvicorn")
+    import socket
+    import threading
+    import time
+
+    from limner.engine.core import Engine
+    from limner.engine.serve import create_app
+
+    monkeypatch.setenv("LIMNER_NO_LOG", "1")  # the server in this process: no log in the user's dir
+    eng = Engine(n_threads=THREADS, max_models=1)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    srv = uvicorn.Server(uvicorn.Config(create_app(eng), log_level="warning", lifespan="off"))
+    th = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    th.start()
+    try:
+        while not srv.started:
+            time.sleep(0.02)
+        buf = (f"!api http://127.0.0.1:{sock.getsockname()[1]}/v1\n!:model smollm2-135m\n"
+               f"!:n_threads {THREADS}\n!:max_tokens 50\n!vote 2\n!test assert add(2, 3) == 5\n!user\n"
+               "Write a Python function add(a, b) that returns the sum of a and b. "
+               "Reply with the code in one ```python block.\n")
+        r = _limner(buf, tmp_path)
+    finally:
+        srv.should_exit = True
+        th.join(15)
+        eng.close()
+    assert r.returncode == 0, r.stdout + r.stderr
+    note = [ln for ln in r.stdout.splitlines() if ln.startswith("!note vote:")]
+    assert len(note) == 1 and "2 candidates" in note[0], r.stdout
+    if "sizes 2" in note[0] or "tied" in note[0]:  # a choice among equals: made by index, and said
+        assert "ties broken by index" in note[0] and "chose #0" in note[0]
