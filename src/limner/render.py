@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
+from limner.errors import LimnerError
 from limner.events import Failure, Outcome, Stopped, Text, Usage
 from limner.request import CHAT, HttpCall, Request
 
@@ -24,6 +25,25 @@ def error_block(message: str, hint: str = "", line: int = 0) -> str:
     if hint:
         text += hint.rstrip() + "\n"
     return text
+
+
+def run_command(argv, parse, body, interrupted) -> int:
+    """A subcommand's main: parse argv, run body(args). A LimnerError becomes an
+    !error block and its exit code, Ctrl-C an !error from interrupted(args) and 130."""
+    import sys
+
+    try:
+        args = parse(argv)
+    except SystemExit as e:  # argparse: --help, or a usage error it has printed
+        return int(e.code or 0)
+    try:
+        return body(args)
+    except LimnerError as e:
+        sys.stdout.write(error_block(e.message, e.hint, e.line))
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stdout.write(error_block(*interrupted(args)))
+        return 130
 
 
 def _same_shape(original, masked):

@@ -72,23 +72,12 @@ def _args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
-    try:
-        args = _args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
     from limner import render
 
-    try:
-        return _main(args)
-    except LimnerError as e:
-        sys.stdout.write(render.error_block(e.message, e.hint, e.line))
-        return e.exit_code
-    except KeyboardInterrupt:
-        sys.stdout.write(render.error_block(
-            "interrupted: the samples so far are stored",
-            f"Run the same command again to resume (results in {args.out}).",
-        ))
-        return 130
+    return render.run_command(argv, _args, _main, lambda args: (
+        "interrupted: the samples so far are stored",
+        f"Run the same command again to resume (results in {args.out}).",
+    ))
 
 
 def _main(args) -> int:

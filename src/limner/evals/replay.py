@@ -48,20 +48,9 @@ def _args(argv):
 
 
 def main(argv: list[str]) -> int:
-    try:
-        args = _args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
     from limner import render
 
-    try:
-        return _main(args)
-    except LimnerError as e:
-        sys.stdout.write(render.error_block(e.message, e.hint, e.line))
-        return e.exit_code
-    except KeyboardInterrupt:
-        sys.stdout.write(render.error_block("replay interrupted"))
-        return 130
+    return render.run_command(argv, _args, _main, lambda args: ("replay interrupted",))
 
 
 def choose(args) -> list[dict]:
