@@ -66,8 +66,6 @@ def _resolve(target: str):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # A closed pipe (`limner < b | head`) is not an error worth a traceback.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if argv and argv[0] in ("-h", "--help", "help"):
         sys.stdout.write(_usage())
         return 0
@@ -82,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         func = _resolve(SUBCOMMANDS[name][0])
         code = func(argv)
+    except BrokenPipeError:
+        # Our stdout's reader went away (`limner ... | head`): end quietly, as the
+        # shell's 128+SIGPIPE. SIGPIPE itself stays ignored (Python's default):
+        # with it at SIG_DFL a socket peer that hung up killed `limner serve`
+        # (seen behind sglang-router) and could kill any HTTP client mid-send.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        code = 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         # Subcommands handle Ctrl-C themselves where output matters; this is
         # the last line of defence so no traceback reaches the user.
