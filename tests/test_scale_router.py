@@ -237,3 +237,72 @@ def test_a_dead_endpoint_among_several_is_rested_and_named_in_the_report(limner_
         assert len(rows) == TASKS * SAMPLES and all(r["seed"] == 7 + r["sample"] for r in rows)
     finally:
         ok.stop()
+
+
+def _add_suite(path: Path, n: int) -> Path:
+    """n tiny tasks, each with one visible and one held-out assert (MBPP-style)."""
+    lines = [json.dumps({"id": f"add/{i}", "prompt": "def add(a, b):\n", "instruction": "Write add(a, b).",
+                         "test": f"assert add({i}, 2) == {i + 2}\nassert add(2, {i}) == {i + 2}\n"})
+             for i in range(n)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_select_over_http_retries_429_with_retry_after(limner_env, tmp_path):
+    """`limner eval --select 2 --endpoint URL`: the greedy answer and the two
+    samples go through the same dispatcher as the plain eval; the first two
+    requests get 429 with Retry-After: 1, are retried, and the output counts them."""
+    from limner.sandbox.probe import probe
+
+    if probe().level != "strict":
+        pytest.skip("the strict sandbox is unavailable here")
+    busy = FaultServer(default="busy:2:1").start()
+    out = tmp_path / "sel"
+    try:
+        p = subprocess.run(limner_command() + [
+            "eval", str(_add_suite(tmp_path / "add.jsonl", 1)), "--model", "m", "--endpoint", busy.base + "/v1",
+            "--mode", "chat", "--select", "2", "--concurrency", "2", "--out", str(out), "--json"],
+            env=limner_env, capture_output=True, text=True, timeout=60, check=False)
+        assert p.returncode == 0, p.stdout + p.stderr
+        dispatch = json.loads(p.stdout)["dispatch"]
+        assert dispatch["causes"] == {"429": 2} and dispatch["retries"] == 2 and dispatch["gave_up"] == 0
+        assert dispatch["requests"] == 3 + 2 and dispatch["waited_s"] >= 2.0  # Retry-After honoured
+        chats = [r for r in busy.requests if r[0].endswith("chat/completions")]
+        assert len(chats) == 5
+        # The greedy request came first and drew both 429s: retried as the same request, three
+        # times; then each sample once, with its own seed. A retry never adds a sample.
+        assert chats[0][2] == chats[1][2] == chats[2][2] and "seed" not in json.loads(chats[0][2])
+        assert sorted(json.loads(r[2])["seed"] for r in chats[3:]) == [1234, 1235]
+        row = json.loads((out / "select.json").read_text())["per_task"][0]
+        assert row["n"] == 2 and len(row["held"]) == 2
+        assert json.loads((out / "select.json").read_text())["dispatch"] == dispatch
+    finally:
+        busy.stop()
+
+
+def test_tune_over_http_retries_429_and_reports_it(limner_env, tmp_path):
+    """`limner tune` with a profile naming an HTTP endpoint: one request in
+    flight, the 429s retried after Retry-After, the summary in NAME.tune.json."""
+    from limner.sandbox.probe import probe
+
+    if probe().level != "strict":
+        pytest.skip("the strict sandbox is unavailable here")
+    busy = FaultServer(default="busy:2:1").start()
+    lines = [json.dumps({"id": f"add/{i}", "prompt": f"def add{i}(a, b):\n", "instruction": f"Write add{i}(a, b).",
+                         "reference": f"def add{i}(a, b):\n    return a + b\n",
+                         "test": f"assert add{i}({i}, 2) == {i + 2}\n"}) for i in range(20)]
+    (tmp_path / "s.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "h.profile").write_text(f"!api {busy.base}/v1\n!:model m\n", encoding="utf-8")
+    try:
+        p = subprocess.run(limner_command() + [
+            "tune", str(tmp_path / "s.jsonl"), "--profile", str(tmp_path / "h.profile"), "--model", "m",
+            "--out", str(tmp_path / "t.profile"), "--k", "1", "--shuffles", "1", "--train", "3", "--dev", "3",
+            "--test", "3"], env=limner_env, capture_output=True, text=True, timeout=60, check=False)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "2 retried (2× 429" in p.stdout
+        dispatch = json.loads((tmp_path / "t.tune.json").read_text())["dispatch"]
+        assert dispatch["causes"] == {"429": 2} and dispatch["gave_up"] == 0 and dispatch["waited_s"] >= 2.0
+        chats = [r for r in busy.requests if r[0].endswith("chat/completions")]
+        assert dispatch["requests"] == len(chats) == 3 + 2 * 3 + 2  # train, dev × 2 candidates, 2 retries
+    finally:
+        busy.stop()

@@ -172,7 +172,13 @@ def _select(args, targets, suites, tasks) -> int:
                           "temperature": args.temperature if args.temperature is not None else 0.8}
         if s.stop:
             params[s.name]["stop"] = list(s.stop)
-    summary = evalsel.run(targets, tasks, args.select, params, args.seed, args.sandbox, Path(args.out))
+    dispatcher = None
+    if any(not t.engine for t in targets):  # HTTP: bounded and retried, as the plain eval is
+        from limner.evals.dispatch import Dispatcher
+
+        dispatcher = Dispatcher(_concurrency(args))
+    summary = evalsel.run(targets, tasks, args.select, params, args.seed, args.sandbox, Path(args.out),
+                          dispatcher=dispatcher)
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=1) + "\n")
     else:

@@ -12,7 +12,10 @@ candidate that does not beat zero-shot on dev is not written (unless
 --force): a tuned profile must never score below zero-shot on dev.
 
 MBPP suites use MBPP's official splits (train / validation / test); other
-suites a seeded 60/20/20 split. Chat models only for now: a completion
+suites a seeded 60/20/20 split. Over HTTP (a profile naming an endpoint)
+every request goes through a dispatch.Dispatcher, one in flight, retried on
+429/503 (after Retry-After), other 5xx and broken connections; the summary
+is the report's "dispatch". Chat models only for now: a completion
 model's demos would be one text block, which `limner eval` does not yet put
 before a completion prompt.
 """
@@ -73,7 +76,14 @@ def splits(suite, seed: int) -> dict[str, list]:
     return {"train": tasks[:a], "dev": tasks[a:b], "test": tasks[b:]}
 
 
-def _score(target, tasks, demos, params, pool, want) -> list[int]:
+def _ask(target, dispatcher, task, params):
+    """One greedy chat answer: the engine directly, HTTP through the dispatcher."""
+    if dispatcher is None or target.engine:
+        return target.ask(task, "chat", params)
+    return dispatcher.call(lambda: target.ask(task, "chat", params))
+
+
+def _score(target, tasks, demos, params, pool, want, dispatcher=None) -> list[int]:
     from limner.evals import score
     from limner.request import Message
 
@@ -82,7 +92,7 @@ def _score(target, tasks, demos, params, pool, want) -> list[int]:
     try:
         out = []
         for t in tasks:
-            gen = target.ask(t, "chat", params)
+            gen = _ask(target, dispatcher, t, params)
             row = score.test(t, {"code": gen.code, "how": "chat", "error": gen.error}, 10.0, want,
                              lambda text, timeout: pool.run_python(text, timeout=timeout))
             out.append(int(bool(row.get("passed"))))
@@ -122,13 +132,16 @@ def _main(args) -> int:
     if len(train) < args.k:
         raise LimnerError(f"the train split has {len(sp['train'])} tasks: too few for k = {args.k} demos")
     params = {"temperature": 0, "max_tokens": suite.max_tokens}
+    from limner.evals.dispatch import Dispatcher, describe
+
+    disp = None if target.engine else Dispatcher(1)  # tune asks one task at a time
     t0 = time.monotonic()
     log = sys.stderr
     with Pool(2, want=args.sandbox, python=sys.executable, site=False) as pool:
         # bootstrapped demos: the model's own passing answers on train tasks
         boot = []
         for t in train:
-            gen = target.ask(t, "chat", params)
+            gen = _ask(target, disp, t, params)
             from limner.evals import score
 
             row = score.test(t, {"code": gen.code, "how": "chat", "error": gen.error}, 10.0, args.sandbox,
@@ -158,7 +171,8 @@ def _main(args) -> int:
             raise LimnerError(f"the splits are too small to tune (dev {len(dev)}, test {len(test)} tasks)")
         dev_scores = {}
         for name, demos in cands.items():
-            dev_scores[name] = _score(target, dev, [_demo(t, c) for t, c in demos], params, pool, args.sandbox)
+            dev_scores[name] = _score(target, dev, [_demo(t, c) for t, c in demos], params, pool,
+                                      args.sandbox, disp)
             log.write(f"tune: dev {name}: {sum(dev_scores[name])}/{len(dev)} ({time.monotonic() - t0:.0f} s)\n")
         best = max(cands, key=lambda n: (sum(dev_scores[n]), n == "zero-shot"))
         beats = sum(dev_scores[best]) > sum(dev_scores["zero-shot"])
@@ -166,18 +180,24 @@ def _main(args) -> int:
                   "splits": {"train_tried": len(train), "dev": len(dev), "test": len(test)},
                   "dev": {n: {"passed": sum(v), "of": len(v)} for n, v in dev_scores.items()},
                   "chosen": best if beats else None}
+        report["dispatch"] = disp.stats.summary() if disp is not None else None
         if beats or args.force:
-            base = _score(target, test, [], params, pool, args.sandbox)
-            chosen = _score(target, test, [_demo(t, c) for t, c in cands[best]], params, pool, args.sandbox)
+            base = _score(target, test, [], params, pool, args.sandbox, disp)
+            chosen = _score(target, test, [_demo(t, c) for t, c in cands[best]], params, pool,
+                            args.sandbox, disp)
             diffs = [c - b for c, b in zip(chosen, base)]
             lo, hi = bootstrap_ci(diffs)
             w, l, p = mcnemar(base, chosen)
             report["test"] = {"zero-shot": sum(base), "chosen": sum(chosen), "of": len(test),
                               "diff": sum(diffs) / len(diffs), "ci95": [lo, hi], "chosen_wins": w,
                               "chosen_losses": l, "mcnemar_p": p}
+            if disp is not None:
+                report["dispatch"] = disp.stats.summary()  # the test split's requests too
     Path(str(out)[: -len(".profile")] + ".tune.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     zs = report["dev"]["zero-shot"]
     print(f"dev ({len(dev)} tasks): " + ", ".join(f"{n} {v['passed']}" for n, v in report["dev"].items()))
+    if describe(report["dispatch"]):
+        print(describe(report["dispatch"]))
     if not beats and not args.force:
         print(f"no candidate beats zero-shot on dev ({zs['passed']}/{zs['of']}): no profile written "
               "(--force writes the best anyway)")

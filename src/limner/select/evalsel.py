@@ -7,7 +7,8 @@ For each curve point n in 1, 2, 4, 8 (<= N) the first n samples are the
 pool: random@n is the expected held-out pass of a random pick (the mean over
 the n), logprob@n the highest mean log-prob pick, vote@n the vote (vote.py),
 pass@n whether any passes. Task rows go to OUT/select.jsonl as they finish,
-so a re-run resumes.
+so a re-run resumes. HTTP requests go through the run's dispatch.Dispatcher
+(bounded, retried); its summary is the result's "dispatch".
 """
 from __future__ import annotations
 
@@ -27,14 +28,15 @@ def curve_points(n: int) -> list[int]:
     return [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n] + ([n] if n not in (1, 2, 4, 8, 16, 32, 64) else [])
 
 
-def task_row(targets, task, n: int, params: dict, seed: int, want: str, pool) -> dict | None:
+def task_row(targets, task, n: int, params: dict, seed: int, want: str, pool,
+             dispatcher=None) -> dict | None:
     split = tests.for_task(task)
     if not split.visible or not split.held_out:
         return None  # nothing to select with, or nothing left to score on
     first = targets[0]
     how = first.how(task)
-    greedy = first.ask(task, how, {**params, "temperature": 0})
-    cands = sample.pooled(targets, task, n, params, seed)
+    greedy = sample.ask(first, None if first.engine else dispatcher, task, how, {**params, "temperature": 0})
+    cands = sample.pooled(targets, task, n, params, seed, dispatcher)
     setup = split.setup + "\n" if split.setup else ""
 
     def full(code: str) -> str:  # the program the tests run against, as score.program builds it
@@ -124,6 +126,10 @@ def table(s: dict) -> str:
                  if "mcnemar_p" in e else "")
         lines.append(f"{name}: {e['diff'] * 100:+.1f} points (95 % CI {e['lo'] * 100:+.1f} .. "
                      f"{e['hi'] * 100:+.1f}){extra}")
+    from limner.evals.dispatch import describe
+
+    if describe(s.get("dispatch")):
+        lines.append(describe(s["dispatch"]))
     return "\n".join(lines) + "\n"
 
 
@@ -151,7 +157,7 @@ def write_html(s: dict, out: Path) -> Path:
 
 
 def run(targets, tasks_by_suite: dict, n: int, params_by_suite: dict, seed: int, want: str,
-        out: Path, stream=None) -> dict:
+        out: Path, stream=None, dispatcher=None) -> dict:
     from limner.sandbox.pool import Pool
 
     stream = stream or sys.stderr
@@ -176,7 +182,7 @@ def run(targets, tasks_by_suite: dict, n: int, params_by_suite: dict, seed: int,
                 i += 1
                 r = done.get((suite, task.id))
                 if r is None:
-                    r = task_row(targets, task, n, params_by_suite[suite], seed, want, pool)
+                    r = task_row(targets, task, n, params_by_suite[suite], seed, want, pool, dispatcher)
                     if r is None:
                         stream.write(f"select: {task.id}: no visible or no held-out test, skipped\n")
                         continue
@@ -189,6 +195,7 @@ def run(targets, tasks_by_suite: dict, n: int, params_by_suite: dict, seed: int,
     stream.write("\n")
     s = summarize(rows, n)
     s["labels"] = [t.label for t in targets]
+    s["dispatch"] = dispatcher.stats.summary() if dispatcher is not None else None  # retries, 429s
     (out / "select.json").write_text(json.dumps({**s, "per_task": rows}, indent=1), encoding="utf-8")
     s["html"] = str(write_html(s, out))
     return s

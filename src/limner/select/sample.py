@@ -2,7 +2,11 @@
 
 On the embedded engine the N samples are one batched job (Job.n, engine/
 batch.py) and carry mean log-probs; over HTTP they are N seeded requests
-and carry none (ties are then broken by index, and the vote says so).
+and carry none (ties are then broken by index, and the vote says so). HTTP
+requests go through a dispatch.Dispatcher, as `limner eval`'s do: at most
+its concurrency in flight, 429/503 retried after Retry-After, other 5xx and
+broken connections after a backoff. Sample i is seed + i, kept in slot i, so
+a retried request fills its own slot once.
 """
 from __future__ import annotations
 
@@ -18,7 +22,15 @@ def close_block(text: str) -> str:
     return text + "\n```\n" if text.count("```") % 2 == 1 else text
 
 
-def from_target(target, task, how: str, n: int, params: dict, seed: int) -> list[Candidate]:
+def ask(target, dispatcher, *args, **kw):
+    """One HTTP request, through the dispatcher when there is one."""
+    if dispatcher is None:
+        return target.ask(*args, **kw)
+    return dispatcher.call(lambda: target.ask(*args, **kw))
+
+
+def from_target(target, task, how: str, n: int, params: dict, seed: int,
+                dispatcher=None) -> list[Candidate]:
     from limner.evals.targets import extract_code
 
     p = {**params, "temperature": params.get("temperature", TEMPERATURE), "seed": seed}
@@ -48,17 +60,30 @@ def from_target(target, task, how: str, n: int, params: dict, seed: int) -> list
             out.append(Candidate(s.index, extract_code(text) if how == "chat" else text, text,
                                  target.label, s.logprob_mean if s.tokens else None))
         return out
-    out = []
-    for i in range(n):
-        gen = target.ask(task, how, {**p, "seed": seed + i})
-        out.append(Candidate(i, gen.code, gen.text, target.label, None))
+
+    def one(i: int) -> Candidate:
+        gen = ask(target, dispatcher, task, how, {**p, "seed": seed + i})
+        return Candidate(i, gen.code, gen.text, target.label, None)
+
+    workers = min(n, dispatcher.concurrency if dispatcher is not None else 1)
+    if workers <= 1:
+        return [one(i) for i in range(n)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(workers)  # at most `concurrency` requests in flight
+    try:
+        out = list(pool.map(one, range(n)))  # in index order: sample i is slot i
+    except BaseException:  # Ctrl-C: drop the queued requests at once, as generate._run_all does
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return out
 
 
-def pooled(targets, task, n: int, params: dict, seed: int) -> list[Candidate]:
+def pooled(targets, task, n: int, params: dict, seed: int, dispatcher=None) -> list[Candidate]:
     """n candidates: n from each target, interleaved (A0, B0, A1, ...) and cut to n,
     so a prefix of the list (the N = 1, 2, 4 curves) draws from every model."""
-    per = [from_target(t, task, t.how(task), n, params, seed) for t in targets]
+    per = [from_target(t, task, t.how(task), n, params, seed, dispatcher) for t in targets]
     out = []
     for i in range(n):
         for cands in per:
