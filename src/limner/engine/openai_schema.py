@@ -334,6 +334,13 @@ def sse(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
+async def after(first, events):
+    """The event serve peeked at (to pick the status and headers), then the rest."""
+    yield first
+    async for ev in events:
+        yield ev
+
+
 def model_name(run, fallback: str) -> str:
     return (run.usage.extra.get("model") if run.usage else None) or fallback
 
@@ -362,11 +369,7 @@ class OpenAIShape:
                 yield sse(self._chunk(model, "", role=True))
             elif parsed.echo and parsed.prompt:
                 yield sse(self._chunk(model, parsed.prompt))
-            pending = [first]
-            while True:
-                ev = pending.pop() if pending else await anext(events, None)
-                if ev is None:
-                    break
+            async for ev in after(first, events):
                 if isinstance(ev, Text):
                     yield sse(self._chunk(model, ev.text))
                 elif isinstance(ev, Sample):  # n > 1: each choice whole, then its finish

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from limner.engine.openai_schema import (Parsed, RequestError, _flag, _model, _obj, _text,
+from limner.engine.openai_schema import (Parsed, RequestError, _flag, _model, _obj, _text, after,
                                          error_body, model_name, params_of, sse, timings)
 from limner.events import Failure, Stopped, Text, Usage
 
@@ -161,11 +161,7 @@ class InfillShape:
 
     async def stream(self, parsed, run, first, events, model: str):
         try:
-            pending = [first]
-            while True:
-                ev = pending.pop() if pending else await anext(events, None)
-                if ev is None:
-                    break
+            async for ev in after(first, events):
                 if isinstance(ev, Text):
                     yield sse(infill_chunk(model, ev.text))
                 elif isinstance(ev, Usage):
