@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+from scale_router import cpu_name  # noqa: E402  (bench/ is on sys.path: this script's folder)
 
 N_SLOTS = 2
 
@@ -48,14 +49,6 @@ def timed(fn) -> float:
     bad = [r for r in rows if r["status"] != "pass"]
     assert len(rows) == 164 and not bad, bad[:2]
     return wall
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def main() -> int:
@@ -121,7 +114,7 @@ def main() -> int:
     if args.append:
         head = (f"\n## Scale-out: Ray scoring vs the local pool (`bench/scale_ray.py`)\n\nIssue 12. "
                 f"`nice -n 10 .venv/bin/python bench/scale_ray.py --rounds {args.rounds}` on "
-                f"{datetime.date.today()}, {os.cpu_count()} cores ({_cpu()}, "
+                f"{datetime.date.today()}, {os.cpu_count()} cores ({cpu_name()}, "
                 f"shared; load average {os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}, "
                 f"Ray {ray.__version__}; HumanEval's 164 canonical solutions, all pass on every side, best of "
                 f"{args.rounds} interleaved rounds (Ray's first, worker-starting round not counted). The two Ray "

@@ -186,7 +186,7 @@ def added_latency(args) -> dict:
             "added_p50_ms": q["router"][0] - q["direct"][0]}
 
 
-def _cpu() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
@@ -226,7 +226,7 @@ def main() -> int:
 
         head = (f"\n## Scale-out: throughput behind sglang-router (`bench/scale_router.py`)\n\nIssue 12. "
                 f"`nice -n 10 .venv/bin/python bench/scale_router.py` on {datetime.date.today()}, "
-                f"{os.cpu_count()} cores ({_cpu()}, shared with other work; "
+                f"{os.cpu_count()} cores ({cpu_name()}, shared with other work; "
                 f"load average {os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}, "
                 f"sglang-router {getattr(sglang_router, '__version__', '?')}, policy round_robin. Fake workers: "
                 f"{args.delay * 1000:.0f} ms per request, {args.slots} slots each (so one worker serves "

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,18 +24,11 @@ import pytest
 
 from conftest import limner_command
 from faultserver import FaultServer
+from llama_server import free_port
 
 pytest.importorskip("sglang_router", reason="the router is in the scale extra: pip install 'limner[scale]'")
 
 TASKS, SAMPLES = 6, 2
-
-
-def _port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _wait(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
@@ -53,12 +45,12 @@ def _wait(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
 
 
 def _router(workers: list[str], log: Path) -> tuple[subprocess.Popen, str]:
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sglang_router.launch_router", "--worker-urls", *workers,
          "--policy", "round_robin", "--host", "127.0.0.1", "--port", str(port),
          "--disable-retries", "--health-check-interval-secs", "1", "--health-failure-threshold", "1",
-         "--prometheus-host", "127.0.0.1", "--prometheus-port", str(_port()),  # default: 0.0.0.0:29000
+         "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port()),  # default: 0.0.0.0:29000
          "--log-level", "warn"],
         stdout=open(log, "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -106,7 +98,7 @@ def serve_workers(limner_env, tmp_path):
     env = {**limner_env, "LIMNER_DATA_DIR": os.environ.get("LIMNER_DATA_DIR", limner_env["LIMNER_DATA_DIR"])}
     try:
         for i in range(3):
-            port = _port()
+            port = free_port()
             procs.append(subprocess.Popen(
                 limner_command() + ["serve", "--host", "127.0.0.1", "--port", str(port), "--threads", "1",
                                     "--preload", "smollm2-135m", "--no-log", "--ctx", "2048"],
@@ -217,7 +209,7 @@ def test_a_dead_endpoint_among_several_is_rested_and_named_in_the_report(limner_
     report names the failing endpoint. A dead replica answers fastest, so
     without resting it, it would draw every retry."""
     ok = FaultServer(default="ok").start()
-    dead = f"http://127.0.0.1:{_port()}/v1"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     out = tmp_path / "out"
     args = ["eval", "humaneval", "--limit", str(TASKS), "--samples", str(SAMPLES), "--model", "m",
             "--endpoint", ok.base + "/v1", "--endpoint", dead, "--mode", "chat", "--concurrency", "2",
