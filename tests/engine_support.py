@@ -22,3 +22,19 @@ def collect(events):
     assert len(ends) == 1 and events[-1] is ends[0], events
     assert len(usages) <= 1
     return "".join(t.text for t in texts), (usages[0] if usages else None), ends[0]
+
+
+def module_engine(tmp_path_factory, **options):
+    """A module fixture's Engine on the shared data dir (use with `yield from`)."""
+    import pytest
+
+    from limner.engine.core import Engine
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LIMNER_DATA_DIR", str(shared_data_dir(tmp_path_factory)))
+    eng = Engine(n_threads=THREADS, **options)
+    try:
+        yield eng
+    finally:
+        eng.close()
+        mp.undo()

@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_support import THREADS, shared_data_dir  # noqa: E402
+from engine_support import THREADS, module_engine  # noqa: E402
 
-from limner.engine.core import Engine, Job  # noqa: E402
+from limner.engine.core import Job  # noqa: E402
 from limner.events import Failure, Sample, Stopped, Text, Usage  # noqa: E402
 
 ASK = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
@@ -23,12 +23,7 @@ HOT = {"temperature": 0.8, "max_tokens": 24, "n_threads": THREADS}
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LIMNER_DATA_DIR", str(shared_data_dir(tmp_path_factory)))
-    eng = Engine(n_threads=THREADS, max_models=2)
-    yield eng
-    eng.close()
-    mp.undo()
+    yield from module_engine(tmp_path_factory, max_models=2)
 
 
 def samples(engine, n, **params):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_support import THREADS, collect, shared_data_dir  # noqa: E402
+from engine_support import THREADS, collect, module_engine  # noqa: E402
 
 from limner.engine import prompts  # noqa: E402
 from limner.engine.core import Engine, Job  # noqa: E402
@@ -25,12 +25,7 @@ CODE = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n'
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LIMNER_DATA_DIR", str(shared_data_dir(tmp_path_factory)))
-    eng = Engine(n_threads=THREADS, max_models=2)
-    yield eng
-    eng.close()
-    mp.undo()
+    yield from module_engine(tmp_path_factory, max_models=2)
 
 
 def chat(*turns):
