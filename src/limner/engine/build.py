@@ -20,7 +20,7 @@ features this CPU lacks (a venv or home directory moved to another machine).
 
 Stdlib only: scripts/setup runs this before anything else is installed.
 
-    python -m limner.engine.build ensure --python .venv/bin/python   # build/reuse, install
+    python -m limner.engine.build ensure --python .venv/bin/python   # build/reuse, install; prints the wheel dir
     python -m limner.engine.build smoke                              # (in the venv) decode 4 tokens
     python -m limner.engine.build info                               # the plan and what is installed
 """
@@ -207,6 +207,8 @@ def amx_instructions(library: str | Path) -> list[str]:
 
 
 def venv_record_path(python: str) -> Path:
+    if os.path.abspath(python) == os.path.abspath(sys.executable):  # setup's case: no second process
+        return Path(sys.prefix) / RECORD_NAME
     prefix = subprocess.check_output([python, "-c", "import sys; print(sys.prefix)"], text=True).strip()
     return Path(prefix) / RECORD_NAME
 
@@ -293,8 +295,9 @@ def ensure(python: str, rebuild: bool = False, log=print) -> dict:
             f"no AMX; about 5 min on 2 cores)")
         wheel = build_wheel(p, python)
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    # stdout carries only the wheel dir (scripts/setup captures it): pip talks on stderr.
     rc = subprocess.call([python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps",
-                          str(wheel)], env=env)
+                          str(wheel)], env=env, stdout=sys.stderr)
     if rc != 0:
         raise BuildError(f"installing {wheel.name} failed (exit {rc})")
     record = dict(p, wheel=str(wheel), smoke="pending")
@@ -317,7 +320,7 @@ def finish(python: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m limner.engine.build", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["ensure", "wheel-dir", "smoke", "info"])
+    ap.add_argument("action", choices=["ensure", "smoke", "info"])
     ap.add_argument("--python", default=sys.executable, help="the venv's interpreter")
     ap.add_argument("--rebuild", action="store_true", help="compile again even if the wheel is cached")
     args = ap.parse_args(argv)
@@ -325,10 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "info":
             print(json.dumps({"plan": plan(), "installed": installed_record(),
                               "wheelhouse": str(wheelhouse())}, indent=1))
-        elif args.action == "wheel-dir":
-            print(wheelhouse() / plan()["key"])
         elif args.action == "ensure":
             ensure(args.python, rebuild=args.rebuild, log=lambda m: print(m, file=sys.stderr))
+            print(wheelhouse() / plan()["key"])  # for scripts/setup's --find-links
         else:
             finish(args.python)
     except BuildError as e:
