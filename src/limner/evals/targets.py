@@ -79,6 +79,9 @@ class Target:
         # A profile's own turns (system prompt, demos) go before each task's
         # message; without this a profile's demos never reached the model.
         self.preamble = [Message(m.role, m.content) for m in (base.messages or [])]
+        # A completion profile's text (e.g. tune's few-shot block) goes before
+        # each completion prompt, as it would before a buffer's own text.
+        self.prefix = ""
 
     # -- building
 
@@ -103,7 +106,10 @@ class Target:
             base.api, base.backend = endpoints[0], None
         engine = backends.choose(base) == "embedded"
         label = f"{profile}:{model}" if model else profile
-        return cls(label, base, engine=engine, endpoints=endpoints, n_threads=n_threads, mode=mode)
+        target = cls(label, base, engine=engine, endpoints=endpoints, n_threads=n_threads, mode=mode)
+        if base.mode == COMPLETION:
+            target.prefix = _completion_prefix(profile)
+        return target
 
     def how(self, task) -> str:
         if task.mode == "fim":
@@ -139,7 +145,7 @@ class Target:
             req.messages = self.preamble + [Message(m["role"], m["content"]) for m in msgs]
             req.data.pop("stop", None)  # the closing fence ends a chat reply (see _consume)
         elif how == "completion":
-            text = prompt if prompt is not None else task.prompt
+            text = self.prefix + (prompt if prompt is not None else task.prompt)
             req.mode, req.prompt, req.messages = COMPLETION, text, [Message("user", text)]
         else:
             req.prefix, req.suffix, req.language = task.prompt, task.suffix, task.language
@@ -240,6 +246,18 @@ class Target:
         if endpoint:
             with self._busy_lock:
                 self._busy[endpoint] -= 1
+
+
+_MARK = "limner-eval-task-goes-here"
+
+
+def _completion_prefix(profile: str) -> str:
+    """The text a completion profile puts before a buffer's own text, with the
+    same separator: parsed with a marker line where the task's prompt goes."""
+    from limner import buffer
+
+    text = buffer.parse(f"!profile {profile}\n{_MARK}\n").prompt or ""
+    return text[: -len(_MARK)] if text.endswith(_MARK) else ""
 
 
 def chat_instruction(task) -> str:

@@ -4,8 +4,9 @@ dev, reported on held-out test.
 Candidates, all at the same k (default 3): zero-shot; k labeled demos (train
 tasks with their reference code); k bootstrapped demos (the model's own
 greedy answers on train tasks that pass their tests, as DSPy's
-BootstrapFewShot does), in a few shuffles. Each is scored greedily on the dev
-split; the best is reported against zero-shot on the test split, with counts,
+BootstrapFewShot does), in a few shuffles; a few fixed instructions alone,
+and the best of them with the best demos when it beats zero-shot. Each is
+scored greedily on the dev split; the best is reported against zero-shot on the test split, with counts,
 a paired bootstrap 95 % interval and McNemar's exact p, dev scores beside.
 Demo tasks never appear in dev or test, by id or by function name. A
 candidate that does not beat zero-shot on dev is not written (unless
@@ -15,9 +16,9 @@ MBPP suites use MBPP's official splits (train / validation / test); other
 suites a seeded 60/20/20 split. Over HTTP (a profile naming an endpoint)
 every request goes through a dispatch.Dispatcher, one in flight, retried on
 429/503 (after Retry-After), other 5xx and broken connections; the summary
-is the report's "dispatch". Chat models only for now: a completion
-model's demos would be one text block, which `limner eval` does not yet put
-before a completion prompt.
+is the report's "dispatch". Chat models get the instruction as a system
+prompt and the demos as turns; completion models one text block before the
+task's prompt (tune_prompts.py).
 """
 from __future__ import annotations
 
@@ -45,8 +46,12 @@ def _args(argv):
     p.add_argument("--train", type=int, default=40, metavar="N", help="train tasks tried for bootstrapping")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--sandbox", choices=("strict", "basic"), default="strict")
+    p.add_argument("--instructions", type=int, default=2, metavar="N",
+                   help="fixed instruction variants to try (default 2, all; 0: none)")
+    p.add_argument("--max-tokens", type=int, default=None, help="override the suite's max_tokens")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--force", action="store_true", help="write the profile even if it does not beat zero-shot")
+    p.add_argument("--force", action="store_true",
+                   help="write the best other candidate even if it does not beat zero-shot")
     return p.parse_args(argv)
 
 
@@ -76,62 +81,75 @@ def splits(suite, seed: int) -> dict[str, list]:
     return {"train": tasks[:a], "dev": tasks[a:b], "test": tasks[b:]}
 
 
-def _ask(target, dispatcher, task, params):
-    """One greedy chat answer: the engine directly, HTTP through the dispatcher."""
+def _ask(target, dispatcher, task, how, params):
+    """One greedy answer: the engine directly, HTTP through the dispatcher."""
     if dispatcher is None or target.engine:
-        return target.ask(task, "chat", params)
-    return dispatcher.call(lambda: target.ask(task, "chat", params))
+        return target.ask(task, how, params)
+    return dispatcher.call(lambda: target.ask(task, how, params))
 
 
-def _score(target, tasks, demos, params, pool, want, dispatcher=None) -> list[int]:
+def _passes(target, dispatcher, task, how, params, pool, want) -> tuple[bool, str]:
     from limner.evals import score
-    from limner.request import Message
 
-    saved = target.preamble
-    target.preamble = saved + [Message(r, c) for d in demos for r, c in (("user", d[0]), ("assistant", d[1]))]
+    gen = _ask(target, dispatcher, task, how, params)
+    row = score.test(task, {"code": gen.code, "how": how, "error": gen.error}, 10.0, want,
+                     lambda text, timeout: pool.run_python(text, timeout=timeout))
+    return bool(row.get("passed")), gen.code
+
+
+def _score(target, how, tasks, cand, params, pool, want, dispatcher=None) -> list[int]:
+    """Pass/fail per task with the candidate before each (the scored program
+    is the task's own, without the demos)."""
+    from limner.evals import tune_prompts as tp
+
+    saved = target.preamble, target.prefix
+    if how == "completion":
+        target.prefix = saved[1] + tp.completion_block(cand)
+    else:
+        target.preamble = [*saved[0], *tp.chat_preamble(cand)]
     try:
-        out = []
-        for t in tasks:
-            gen = _ask(target, dispatcher, t, params)
-            row = score.test(t, {"code": gen.code, "how": "chat", "error": gen.error}, 10.0, want,
-                             lambda text, timeout: pool.run_python(text, timeout=timeout))
-            out.append(int(bool(row.get("passed"))))
-        return out
+        return [int(_passes(target, dispatcher, t, how, params, pool, want)[0]) for t in tasks]
     finally:
-        target.preamble = saved
+        target.preamble, target.prefix = saved
 
 
-def _demo(task, code: str) -> tuple[str, str]:
-    from limner.evals.targets import chat_instruction
-
-    return chat_instruction(task), f"```python\n{code.strip()}\n```"
+def _check_sizes(sp: dict, k: int, suite: str) -> None:
+    """Refuse before any model runs: a split this small cannot tell candidates apart."""
+    n = {name: len(v) for name, v in sp.items()}
+    if n["train"] < k or n["dev"] < 3 or n["test"] < 3:
+        raise LimnerError(f"suite {suite} is too small to tune: train {n['train']}, dev {n['dev']}, "
+                          f"test {n['test']} tasks (needs k = {k} train, 3 dev, 3 test)",
+                          "Use a bigger suite (a seeded 60/20/20 split needs at least 15 tasks) or a smaller --k.")
 
 
 def _main(args) -> int:
     from limner.evals import suites as registry
+    from limner.evals import tune_prompts as tp
     from limner.evals.targets import Target
+
+    if args.k < 1 or args.dev < 3 or args.test < 3 or args.instructions < 0:
+        raise LimnerError("--k must be at least 1, --dev and --test at least 3, --instructions at least 0")
+    out = Path(args.out)
+    if out.suffix != ".profile":
+        raise LimnerError(f"--out must name a .profile file, not {out.name!r}")
+    suite = registry.load(args.suite)
+    sp = splits(suite, args.seed)
+    _check_sizes(sp, args.k, args.suite)
+    target = (Target.for_profile(args.profile, args.model, n_threads=args.threads) if args.profile
+              else Target.for_model(args.model, n_threads=args.threads))
+    how = target.how(sp["train"][0])
+    if how not in ("chat", "completion"):
+        raise LimnerError(f"limner tune asks chat or completion tasks; suite {args.suite} is {how}")
     from limner.sandbox.pool import Pool
     from limner.sandbox.probe import require
     from limner.select.evalsel import bootstrap_ci, mcnemar
 
-    if args.k < 1 or args.dev < 1 or args.test < 1:
-        raise LimnerError("--k, --dev and --test must be at least 1")
-    out = Path(args.out)
-    if out.suffix != ".profile":
-        raise LimnerError(f"--out must name a .profile file, not {out.name!r}")
-    target = (Target.for_profile(args.profile, args.model, n_threads=args.threads) if args.profile
-              else Target.for_model(args.model, n_threads=args.threads))
-    suite = registry.load(args.suite)
-    sp = splits(suite, args.seed)
-    if target.how(sp["train"][0] if sp["train"] else sp["dev"][0]) != "chat":
-        raise LimnerError(f"limner tune needs a chat model for now; {args.model} continues text",
-                          "Use smollm2-135m or another model with a chat template.")
     require(args.sandbox)
     rng = random.Random(args.seed)
     train = rng.sample(sp["train"], min(args.train, len(sp["train"])))
-    if len(train) < args.k:
-        raise LimnerError(f"the train split has {len(sp['train'])} tasks: too few for k = {args.k} demos")
-    params = {"temperature": 0, "max_tokens": suite.max_tokens}
+    params = {"temperature": 0, "max_tokens": args.max_tokens or suite.max_tokens}
+    if how == "completion" and suite.stop:
+        params["stop"] = list(suite.stop)
     from limner.evals.dispatch import Dispatcher, describe
 
     disp = None if target.engine else Dispatcher(1)  # tune asks one task at a time
@@ -139,26 +157,25 @@ def _main(args) -> int:
     log = sys.stderr
     with Pool(2, want=args.sandbox, python=sys.executable, site=False) as pool:
         # bootstrapped demos: the model's own passing answers on train tasks
-        boot = []
+        boot, tried = [], 0
         for t in train:
-            gen = _ask(target, disp, t, params)
-            from limner.evals import score
-
-            row = score.test(t, {"code": gen.code, "how": "chat", "error": gen.error}, 10.0, args.sandbox,
-                             lambda text, timeout: pool.run_python(text, timeout=timeout))
-            if row.get("passed"):
-                boot.append((t, gen.code))
+            tried += 1
+            ok, code = _passes(target, disp, t, how, params, pool, args.sandbox)
+            if ok:
+                boot.append((t, code))
             if len(boot) >= args.k * args.shuffles:
                 break
-        log.write(f"tune: {len(boot)} bootstrapped demos from {len(train)} train tasks ({time.monotonic() - t0:.0f} s)\n")
-        labeled = [(t, t.reference) for t in train[: args.k]]
-        cands = {"zero-shot": []}
-        cands[f"labeled k={args.k}"] = labeled
+        log.write(f"tune: {how} model; {len(boot)} bootstrapped demos from {tried} train tasks "
+                  f"({time.monotonic() - t0:.0f} s)\n")
+        cands = [tp.Candidate("zero-shot"), tp.Candidate(f"labeled k={args.k}", "",
+                                                         [(t, t.reference) for t in train[: args.k]])]
         for s in range(args.shuffles):
             if len(boot) >= args.k:
                 pick = random.Random(args.seed + s).sample(boot, args.k)
-                cands[f"bootstrapped k={args.k} shuffle {s + 1}"] = pick
-        used = [t for demos in cands.values() for t, _ in demos]
+                cands.append(tp.Candidate(f"bootstrapped k={args.k} shuffle {s + 1}", "", pick))
+        for i, text in enumerate(tp.INSTRUCTIONS[how][: args.instructions]):
+            cands.append(tp.Candidate(f"instruction {i + 1}", text))
+        used = [t for c in cands for t, _ in c.demos]
         names = {fname(t) for t in used} - {None}
         ids = {t.id for t in used}
 
@@ -168,23 +185,46 @@ def _main(args) -> int:
 
         dev, test = clean(sp["dev"], args.dev), clean(sp["test"], args.test)
         if len(dev) < 3 or len(test) < 3:
-            raise LimnerError(f"the splits are too small to tune (dev {len(dev)}, test {len(test)} tasks)")
-        dev_scores = {}
-        for name, demos in cands.items():
-            dev_scores[name] = _score(target, dev, [_demo(t, c) for t, c in demos], params, pool,
-                                      args.sandbox, disp)
-            log.write(f"tune: dev {name}: {sum(dev_scores[name])}/{len(dev)} ({time.monotonic() - t0:.0f} s)\n")
-        best = max(cands, key=lambda n: (sum(dev_scores[n]), n == "zero-shot"))
-        beats = sum(dev_scores[best]) > sum(dev_scores["zero-shot"])
-        report = {"suite": args.suite, "model": args.model, "k": args.k, "seed": args.seed,
-                  "splits": {"train_tried": len(train), "dev": len(dev), "test": len(test)},
+            raise LimnerError(f"the splits are too small to tune once the demo tasks are left out "
+                              f"(dev {len(dev)}, test {len(test)} tasks)")
+        dev_scores: dict[str, list[int]] = {}
+
+        def run_dev(c):
+            dev_scores[c.name] = _score(target, how, dev, c, params, pool, args.sandbox, disp)
+            log.write(f"tune: dev {c.name}: {sum(dev_scores[c.name])}/{len(dev)} ({time.monotonic() - t0:.0f} s)\n")
+
+        for c in cands:
+            run_dev(c)
+        zero = sum(dev_scores["zero-shot"])
+        # The best instruction with the best demos: one more dev pass, only when
+        # the instruction alone beat zero-shot (else it cannot be the reason to gain).
+        instr = [c for c in cands if c.instruction]
+        demos = [c for c in cands if c.demos]
+        if instr and demos:
+            bi = max(instr, key=lambda c: sum(dev_scores[c.name]))
+            bd = max(demos, key=lambda c: sum(dev_scores[c.name]))
+            if sum(dev_scores[bi.name]) > zero:
+                combo = tp.Candidate(f"{bi.name} + {bd.name}", bi.instruction, bd.demos)
+                cands.append(combo)
+                run_dev(combo)
+        by_name = {c.name: c for c in cands}
+        best = max(cands, key=lambda c: (sum(dev_scores[c.name]), c.name == "zero-shot")).name
+        # Strictly above zero-shot on the same dev tasks: a tie or a loss writes nothing.
+        beats = sum(dev_scores[best]) > zero
+        if not beats and args.force:  # forced: the best of the rest (a zero-shot profile adds nothing)
+            best = max(cands[1:], key=lambda c: sum(dev_scores[c.name])).name
+        report = {"suite": args.suite, "model": args.model, "how": how, "k": args.k, "seed": args.seed,
+                  "params": params,
+                  "splits": {"train_tried": tried, "bootstrapped": len(boot), "dev": len(dev), "test": len(test),
+                             "dev_ids": [t.id for t in dev], "test_ids": [t.id for t in test]},
                   "dev": {n: {"passed": sum(v), "of": len(v)} for n, v in dev_scores.items()},
-                  "chosen": best if beats else None}
+                  "candidates": [{**c.record(), "dev_passed": sum(dev_scores[c.name]),
+                                  "dev_per_task": dev_scores[c.name]} for c in cands],
+                  "chosen": best if beats else None, "forced": best if args.force and not beats else None}
         report["dispatch"] = disp.stats.summary() if disp is not None else None
         if beats or args.force:
-            base = _score(target, test, [], params, pool, args.sandbox, disp)
-            chosen = _score(target, test, [_demo(t, c) for t, c in cands[best]], params, pool,
-                            args.sandbox, disp)
+            base = _score(target, how, test, by_name["zero-shot"], params, pool, args.sandbox, disp)
+            chosen = _score(target, how, test, by_name[best], params, pool, args.sandbox, disp)
             diffs = [c - b for c, b in zip(chosen, base)]
             lo, hi = bootstrap_ci(diffs)
             w, l, p = mcnemar(base, chosen)
@@ -193,6 +233,7 @@ def _main(args) -> int:
                               "chosen_losses": l, "mcnemar_p": p}
             if disp is not None:
                 report["dispatch"] = disp.stats.summary()  # the test split's requests too
+    report["seconds"] = round(time.monotonic() - t0)
     Path(str(out)[: -len(".profile")] + ".tune.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     zs = report["dev"]["zero-shot"]
     print(f"dev ({len(dev)} tasks): " + ", ".join(f"{n} {v['passed']}" for n, v in report["dev"].items()))
@@ -203,24 +244,15 @@ def _main(args) -> int:
               "(--force writes the best anyway)")
         return 0
     t = report["test"]
+    if not beats:
+        print(f"--force: {best} does not beat zero-shot on dev ({zs['passed']}/{zs['of']}); written anyway")
     print(f"test ({t['of']} tasks): zero-shot {t['zero-shot']}, {best} {t['chosen']}; "
           f"{t['diff'] * 100:+.1f} points (95 % CI {t['ci95'][0] * 100:+.1f} .. {t['ci95'][1] * 100:+.1f}), "
           f"McNemar p = {t['mcnemar_p']:.3g}")
-    _write_profile(out, args, best, cands[best], report)
+    head = [f"!note limner tune {args.suite} --model {args.model} --k {args.k} --seed {args.seed}: {best}",
+            f"!note dev {report['dev'][best]['passed']}/{report['dev'][best]['of']} vs zero-shot "
+            f"{zs['passed']}{'' if beats else ' (--force)'}; test {t['chosen']}/{t['of']} vs {t['zero-shot']} "
+            f"(see {out.stem}.tune.json)"]
+    out.write_text(tp.profile_text(how, head, args.profile, args.model, by_name[best]), encoding="utf-8")
     print(f"wrote {out} and {out.stem}.tune.json")
     return 0
-
-
-def _write_profile(out: Path, args, best, demos, report) -> None:
-    lines = [f"!note limner tune {args.suite} --model {args.model} --k {args.k} --seed {args.seed}: {best}",
-             f"!note dev {report['dev'][best]['passed']}/{report['dev'][best]['of']} vs zero-shot "
-             f"{report['dev']['zero-shot']['passed']}; test {report['test']['chosen']}/{report['test']['of']} "
-             f"vs {report['test']['zero-shot']} (see {out.stem}.tune.json)"]
-    if args.profile:
-        lines.append(f"!profile {args.profile}")
-    else:  # the model tuned on, on the embedded engine (a buffer may still set !:model)
-        lines += ["!backend embedded", f"!:model {args.model}"]
-    for user, assistant in (_demo(t, c) for t, c in demos):
-        lines += ["!user", "", "\n".join("!" + ln if ln.startswith("!") else ln for ln in user.splitlines()),
-                  "", "!assistant", "", assistant, ""]
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
