@@ -1,6 +1,6 @@
 """Chat grounding (issue 9, bench 2): questions about renamed stdlib code, with and without `!retrieve`.
 
-The renamed package copies of bench/context_completion.py (generated here if
+The renamed package copies of `limner bench context` (generated here if
 missing) give questions whose answers no model can know from pretraining:
 "Which file defines NAME?" (scored: the answer names the defining file's
 name) and "What arguments does NAME take?" (scored: every parameter name
@@ -20,17 +20,15 @@ import os
 import random
 import time
 
-import context_completion as part1
-from context_generate import mcnemar
-
 from limner import buffer
 from limner.backends.embedded import job_for
 from limner.events import Text, Usage
-from limner.retrieval import assemble
+from limner.retrieval import assemble, bench_holes
+from limner.stats import mcnemar
 
 
 def questions(work: str, n: int, seed: int) -> list[dict]:
-    holes = part1.generate(work, 400, seed)
+    holes = bench_holes.generate(work, 400, seed)
     out, seen = [], set()
     for h in holes:
         if h["symbol"] in seen:

@@ -2,6 +2,8 @@
 
     limner bench fim --suite humaneval-single|humaneval-multi|PATH.jsonl
                      [--limit N] [--seed S] [--json] [--model GGUF|NAME|PROFILE]
+    limner bench context [--holes N] [--seed S] [--cut line|symbol] [--suite FILE]
+                         [--model GGUF|NAME] [--model-holes K] [--budget T]
 
 The table goes to stdout, the progress bar to stderr.
 """
@@ -15,7 +17,8 @@ import sys
 
 from limner.errors import LimnerError
 
-USAGE = "usage: limner bench fim --suite SUITE [--limit N] [--seed S] [--json] [--model M] [--sandbox basic]\n"
+USAGE = ("usage: limner bench fim --suite SUITE [--limit N] [--seed S] [--json] [--model M] [--sandbox basic]\n"
+         "       limner bench context [--holes N] [--cut line|symbol] [--suite FILE] [--model M] [--model-holes K]\n")
 
 
 def _fim_args(argv: list[str]) -> argparse.Namespace:
@@ -119,16 +122,89 @@ def bench_fim(argv: list[str]) -> int:
     return 0
 
 
+def _context_args(argv: list[str]) -> argparse.Namespace:
+    from limner.retrieval.bench import CONDITIONS
+
+    p = argparse.ArgumentParser(
+        prog="limner bench context",
+        description="Cross-file completion: holes cut from renamed copies of stdlib packages (or "
+        "your own JSONL suite); retrieval recall@5, then, with --model, exact match, edit "
+        "similarity and identifier match in-file / +outline / +retrieve / +definition.")
+    p.add_argument("--holes", type=int, default=120, help="holes to generate (default 120)")
+    p.add_argument("--seed", type=int, default=11, help="picks targets and holes (default 11)")
+    p.add_argument("--cut", choices=("line", "symbol"), default="line",
+                   help="blank the whole line, or put the cursor just before the renamed symbol "
+                   "(CrossCodeEval's cut)")
+    p.add_argument("--suite", help="read holes from this JSONL instead of generating them "
+                   "(root, path, prefix, suffix, expected, symbol, def_path, def_line)")
+    p.add_argument("--out", help="write the generated holes here (JSONL)")
+    p.add_argument("--work", default=None, help="where the renamed package copies go "
+                   "(default ~/.cache/limner/bench/context)")
+    p.add_argument("--budget", type=int, default=1024, help="context tokens (default 1024)")
+    p.add_argument("--model", help="also generate with this model: a bundled name or a .gguf")
+    p.add_argument("--model-holes", type=int, default=0,
+                   help="generate on this many holes, spread over the list (default: all)")
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--frame", choices=("comment", "code"), default="comment",
+                   help="context as # comments (as !retrieve renders it) or as plain code")
+    p.add_argument("--conditions", default=",".join(CONDITIONS))
+    p.add_argument("--json", help="also write the per-hole rows and the summary here")
+    return p.parse_args(argv)
+
+
+def bench_context(argv: list[str]) -> int:
+    from limner.retrieval import bench, bench_holes
+
+    try:
+        a = _context_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    conditions = tuple(c.strip() for c in a.conditions.split(",") if c.strip())
+    unknown = [c for c in conditions if c not in bench.CONDITIONS]
+    if unknown:
+        raise LimnerError(f"unknown condition {unknown[0]!r}",
+                          f"Use some of: {', '.join(bench.CONDITIONS)}.")
+    if a.budget <= 0 or a.holes <= 0:
+        raise LimnerError("--budget and --holes must be positive", "For example --budget 512.")
+    if a.suite:
+        try:
+            holes = bench_holes.load(a.suite)
+        except OSError as e:
+            raise LimnerError(f"cannot read {a.suite}: {e.strerror}", "Check the path.") from None
+    else:
+        holes = bench_holes.generate(a.work or bench_holes.default_work(), a.holes, a.seed, a.cut)
+        if a.out:
+            bench_holes.save(a.out, holes)
+    result = {"part1": bench.measure(holes, a.budget)}
+    if a.model:
+        k = a.model_holes or len(holes)
+        subset = holes[:: max(1, len(holes) // k)][:k]  # spread: every package is in
+        print(f"\npart 2: {a.model}, {len(subset)} holes, greedy, max {a.max_tokens} tokens, "
+              f"context budget {a.budget} (approximate count), {a.threads} thread(s), "
+              f"context framed as {a.frame}", flush=True)
+        rows = bench.run(subset, a.budget, a.model, a.max_tokens, a.threads, conditions, a.frame)
+        result["part2"] = bench.report(rows)
+        result["rows"] = {c: [dict(r, id=h.get("id")) for r, h in zip(rs, subset)]
+                          for c, rs in rows.items()}
+    if a.json:
+        with open(a.json, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=1)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write(USAGE + "\nbenchmarks:\n  fim   FIM stop policies on HumanEval infilling or your own suite\n")
+        sys.stdout.write(USAGE + "\nbenchmarks:\n  fim       FIM stop policies on HumanEval infilling or your own suite\n"
+                         "  context   cross-file completion with repository context (issue 9)\n")
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
-    if name != "fim":
-        sys.stdout.write(f"\n\n!error\n\nunknown benchmark {name!r}\nAvailable: fim.\n")
+    runners = {"fim": bench_fim, "context": bench_context}
+    if name not in runners:
+        sys.stdout.write(f"\n\n!error\n\nunknown benchmark {name!r}\nAvailable: {', '.join(runners)}.\n")
         return 2
     try:
-        return bench_fim(rest)
+        return runners[name](rest)
     except LimnerError as e:
         sys.stdout.write(f"\n\n!error\n\n{e.message}\n{e.hint}\n")
         return e.exit_code

@@ -99,6 +99,9 @@ class Request:
     file_path: str | None = None
     cwd: str = ""
     placed: list[Any] = field(default_factory=list)  # assemble.Placed
+    # Retrieved blocks as (file name, text) when they go apart from the prefix:
+    # llama.cpp's input_extra, or the embedded model's repo-level FIM tokens.
+    extra_files: list[tuple[str, str]] = field(default_factory=list)
     context_used: int = 0  # tokens of all of it, of context_budget, by context_counter
     context_budget: int = 0
     context_counter: str = ""

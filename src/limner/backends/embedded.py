@@ -40,11 +40,25 @@ def job_for(req: Request):
         stop_spec = {"language": req.language, "prefix": req.prefix or "", "suffix": req.suffix or ""}
     if req.mode == INFILL or (req.mode == FIM and req.prompt is None):
         # The engine lays out the FIM prompt with the model's own FIM token ids.
-        return Job(model=model, mode="fim", prefix=req.prefix or "", suffix=req.suffix or "",
-                   params=params, stop_spec=stop_spec)
+        job = Job(model=model, mode="fim", prefix=req.prefix or "", suffix=req.suffix or "",
+                  params=params, stop_spec=stop_spec)
+        if req.extra_files:  # retrieved files, laid out with the model's repo-level tokens
+            job.extra = [list(f) for f in req.extra_files]
+            job.filename, job.repo = _names(req)
+        return job
     # Completion, or FIM whose template the buffer already filled in.
     return Job(model=model, mode="completion", prompt=req.prompt or "", params=params,
                stop_spec=stop_spec)
+
+
+def _names(req: Request) -> tuple[str, str]:
+    """(the edited file's path within the repository, the repository's name)."""
+    root = req.outlines[0][1] if req.outlines else os.path.abspath(req.cwd or os.getcwd())
+    name = os.path.basename(root.rstrip(os.sep)) or "repo"
+    if not req.file_path:
+        return "filename", name
+    rel = os.path.relpath(os.path.realpath(req.file_path), os.path.realpath(root))
+    return (os.path.basename(req.file_path) if rel.startswith("..") else rel.replace(os.sep, "/")), name
 
 
 class EmbeddedAdapter:

@@ -57,7 +57,7 @@ class LlamaCppAdapter(OpenAIAdapter):
         req = self.req
         body = illume_body(req)
         if req.mode == INFILL:
-            if self.native and req.context_files:
+            if self.native and (req.context_files or req.extra_files):
                 self._move_context(body)
             if req.language and "n_indent" not in body:
                 indent = hole_indent(req.suffix)
@@ -80,6 +80,9 @@ class LlamaCppAdapter(OpenAIAdapter):
                     if f.block in body.get(field, ""):
                         body[field] = body[field].replace(f.block, "", 1)
                         break
+        # !retrieve's blocks for the cursor: llama.cpp lays them out with the
+        # model's repo-level FIM tokens (or its own snippet separator).
+        extra += [{"filename": name, "text": text} for name, text in self.req.extra_files]
         body["input_extra"] = extra
 
     def on_chunk(self, obj: Any) -> Iterator[Event]:

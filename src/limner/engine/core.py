@@ -39,6 +39,10 @@ class Job:
     params: dict = field(default_factory=dict)  # OpenAI-style names
     stop_spec: dict | None = None  # FIM syntax stop: {"language", "prefix", "suffix"}
     n: int = 1  # samples of this prompt; n > 1 decodes them in one batch (engine/batch.py)
+    # Repo-level FIM: other files as (path, text), the edited file's path, the repo's name.
+    extra: list | None = None
+    filename: str = ""
+    repo: str = ""
 
 
 def physical_cores() -> int:
@@ -112,6 +116,7 @@ class _Loaded:
     fim: dict | None
     load_s: float
     last_prompt: int = 0  # prompt length of the last job: the part worth a snapshot
+    repo: dict | None = None  # {"repo", "sep"} token ids for repo-level FIM
     batch: object = None  # batch.BatchContext for n > 1, made on first use
 
 
@@ -219,6 +224,7 @@ class Engine:
             bos_text=self._token_text(llm, llm.token_bos()),
             eos_text=self._token_text(llm, llm.token_eos()),
             fim=gguf.fim_token_ids(meta) or _vocab_fim(llm), load_s=time.perf_counter() - t0,
+            repo=gguf.repo_token_ids(meta) or _vocab_repo(llm),
         )
         self._models[key] = loaded
         return loaded, True
@@ -257,7 +263,16 @@ class Engine:
         if job.mode == "fim":
             pre = llm.tokenize((job.prefix or "").encode("utf-8"), add_bos=False, special=False)
             suf = llm.tokenize((job.suffix or "").encode("utf-8"), add_bos=False, special=False)
-            return prompts.fim_tokens(m.fim, llm.token_bos() if add_bos else None, pre, suf)
+            tokens = prompts.fim_tokens(m.fim, llm.token_bos() if add_bos else None, pre, suf)
+            if job.extra and m.repo:  # after the BOS, before the FIM layout (llama.cpp's order)
+                def tok(t: str) -> list[int]:
+                    return llm.tokenize(t.encode("utf-8"), add_bos=False, special=False)
+
+                head = 1 if add_bos else 0
+                ctx = prompts.repo_tokens(m.repo, tok, job.repo or "repo", job.extra,
+                                          job.filename or "filename")
+                tokens = tokens[:head] + ctx + tokens[head:]
+            return tokens
         text = job.prompt if job.prompt is not None else (job.prefix or "")
         return llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
@@ -415,6 +430,17 @@ def _close_loaded(m: _Loaded) -> None:
     if m.batch is not None:
         m.batch.close()
     m.llm.close()
+
+
+def _vocab_repo(llm) -> dict | None:
+    """Repo-level ids by spelling, when the GGUF header (read without its vocab) had none."""
+    found = {}
+    for rep, sep in (("<|repo_name|>", "<|file_sep|>"), ("<repo_name>", "<file_sep>")):
+        ids = [llm.tokenize(t.encode(), add_bos=False, special=True) for t in (rep, sep)]
+        if len(ids[1]) == 1:
+            found = {"repo": ids[0][0] if len(ids[0]) == 1 else None, "sep": ids[1][0]}
+            break
+    return found or None
 
 
 def _vocab_fim(llm) -> dict | None:

@@ -52,6 +52,12 @@ _FIM_SPELLINGS = [
     ("<PRE>", "<SUF>", "<MID>"),  # CodeLlama (also ▁<PRE> in some conversions)
 ]
 
+# Repo-level FIM: (repository name, file separator) spellings, tried in order.
+_REPO_SPELLINGS = [
+    ("<|repo_name|>", "<|file_sep|>"),  # Qwen2.5-Coder
+    ("<repo_name>", "<file_sep>"),  # StarCoder2 (and the SmolLM tokenizer)
+]
+
 
 class _Reader:
     def __init__(self, data: memoryview, size: int, skip: tuple[str, ...] = _SKIP_ARRAYS):
@@ -237,4 +243,26 @@ def fim_token_ids(meta: dict) -> dict[str, int] | None:
         for variant in (spelling, tuple("▁" + t for t in spelling)):
             if all(t in index for t in variant):
                 return dict(zip(("prefix", "suffix", "middle"), (index[t] for t in variant)))
+    return None
+
+
+def repo_token_ids(meta: dict) -> dict[str, int | None] | None:
+    """{"repo", "sep"} ids for a repo-level prompt (`repo` may be None), or None
+    when the model has no file separator. The GGUF keys llama.cpp writes win
+    (fim_rep/fim_sep_token_id), then the known spellings in the vocabulary."""
+    sep = meta.get("tokenizer.ggml.fim_sep_token_id")
+    rep = meta.get("tokenizer.ggml.fim_rep_token_id")
+    if isinstance(sep, int) and sep >= 0:
+        return {"repo": rep if isinstance(rep, int) and rep >= 0 else None, "sep": sep}
+    vocab = meta.get("tokenizer.ggml.tokens")
+    if not isinstance(vocab, list):
+        return None
+    wanted = {t for pair in _REPO_SPELLINGS for t in pair}
+    index: dict[str, int] = {}
+    for i, tok in enumerate(vocab):
+        if tok in wanted and tok not in index:
+            index[tok] = i
+    for rep_text, sep_text in _REPO_SPELLINGS:
+        if sep_text in index:
+            return {"repo": index.get(rep_text), "sep": index[sep_text]}
     return None

@@ -73,6 +73,18 @@ def fim_tokens(fim: dict | None, bos: int | None, prefix_ids: list[int],
     return head + [fim["prefix"]] + prefix_ids + [fim["suffix"]] + suffix_ids + [fim["middle"]]
 
 
+def repo_tokens(repo: dict, tokenize, name: str, extra: list, filename: str) -> list[int]:
+    """The repo-level context before a FIM prompt, as llama.cpp's /infill lays
+    it out: <repo> NAME\n, then <sep> PATH\n TEXT per file, then <sep> PATH\n
+    of the file being edited (its prefix/FIM layout follows)."""
+    out: list[int] = []
+    if repo.get("repo") is not None:
+        out += [repo["repo"]] + tokenize(name + "\n")
+    for path, text in extra:
+        out += [repo["sep"]] + tokenize(f"{path}\n") + tokenize(text if text.endswith("\n") else text + "\n")
+    return out + [repo["sep"]] + tokenize(f"{filename}\n")
+
+
 class StopScanner:
     """Finds stop strings in streamed text, holding back a possible partial match."""
 

@@ -62,11 +62,27 @@ class Margin:
 
 @lru_cache(maxsize=4)
 def _vocab(path: str, mtime_ns: int):  # mtime in the key: a replaced file is re-read
+    from limner.engine import gguf
     from limner.retrieval.budget import Vocab
 
-    v = Vocab.from_gguf(path)
-    v.name = f"vocab {os.path.basename(path)}"
+    meta = gguf.read_metadata(path)
+    v = Vocab(meta.get("tokenizer.ggml.tokens") or [], name=f"vocab {os.path.basename(path)}")
+    v.repo = gguf.repo_token_ids(meta)  # the same read tells whether repo-level FIM is possible
     return v
+
+
+def repo_level(req: Request, counter: Counter) -> bool:
+    """Whether an infill's retrieved blocks go apart from the prefix, as files:
+    llama.cpp's /infill (input_extra; the server uses the model's repo-level
+    tokens) or an embedded model whose vocabulary has a file separator."""
+    from limner.backends import choose
+
+    if req.mode != INFILL and not (req.mode == FIM and not req.fim_template):
+        return False
+    backend = choose(req)
+    if backend == "llamacpp":
+        return req.backend == "llamacpp" and req.mode == INFILL
+    return backend == "embedded" and bool(getattr(getattr(counter, "inner", None), "repo", None))
 
 
 def _model_path(req: Request) -> str | None:
@@ -133,7 +149,7 @@ def apply(req: Request, env=None) -> list[Placed]:
     used = _context_files(req, counter, budget, placed) if req.budget is not None else 0
     parts = sorted([("outline", o[3], o) for o in req.outlines]
                    + [("retrieve", r[1], r) for r in req.retrieves], key=lambda p: p[1])
-    job = _Job(req, counter)
+    job = _Job(req, counter, apart=repo_level(req, counter))
     left = budget - used
     texts: dict[str, list[str]] = {"outline": [], "retrieve": []}
     try:
@@ -152,7 +168,10 @@ def apply(req: Request, env=None) -> list[Placed]:
             if cost > share:  # the parts are fitted to their share; this is the last guard
                 continue
             left -= cost
-            texts[what].append(text)
+            if what == "retrieve" and job.apart:
+                req.extra_files.extend(job.files(blocks, text))
+            else:
+                texts[what].append(text)
             placed.extend(blocks)
     finally:
         job.close()
@@ -169,11 +188,18 @@ def apply(req: Request, env=None) -> list[Placed]:
 class _Job:
     """The indexes of one request (one per root) and how blocks are framed."""
 
-    def __init__(self, req: Request, counter: Counter):
+    def __init__(self, req: Request, counter: Counter, apart: bool = False):
         self.req, self.counter = req, counter
         self.indexes: dict[str, object] = {}
         self.cursor = req.mode != CHAT
+        # apart: retrieved blocks are files of their own (repo-level FIM), not comments
+        self.apart = apart
         self.comment = _comment_mark(req) if self.cursor else ""
+        self._files: dict[str, tuple[str, str]] = {}
+
+    def files(self, placed: list[Placed], text: str) -> list[tuple[str, str]]:
+        """(file name, text) of the blocks that were kept, in order."""
+        return [self._files[p.source] for p in placed if p.source in self._files] if text else []
 
     def index(self, root: str):
         if root not in self.indexes:
@@ -248,6 +274,12 @@ class _Job:
         def framer(path, start, end, text):
             return self.framed(r.frame(path, start, end, text.rstrip("\n")))
 
+        if self.cursor and not query and self.apart:
+            def as_file(path, start, end, text):
+                self._files[f"{path}:{start}-{end}"] = (path, text.rstrip("\n") + "\n")
+                return f"<sep>{path}\n{text.rstrip()}\n"  # what the layout costs, a token for the separator
+
+            return self._join("", self._cursor_blocks(idx, share, as_file), share)
         room = max(0, share - self.counter.count(header + "\n\n\n\n"))
         if self.cursor and not query:
             return self._join(header, self._cursor_blocks(idx, room, framer), share)
@@ -275,7 +307,8 @@ class _Job:
     def _join(self, header: str, blocks: list[Block], share: int) -> tuple[str, list[Placed]]:
         sep = "\n\n" if not self.cursor else "\n" + self.comment + "\n"
         while blocks:
-            text = header + "\n\n" + sep.join(b.text for b in blocks) + "\n\n"
+            text = (header + "\n\n" + sep.join(b.text for b in blocks) + "\n\n" if header
+                    else "".join(b.text for b in blocks))
             if self.counter.count(text) <= share:
                 break
             blocks = blocks[:-1]  # the counter is not additive: drop from the end until it fits

@@ -13,13 +13,12 @@ so a re-run resumes. HTTP requests go through the run's dispatch.Dispatcher
 from __future__ import annotations
 
 import json
-import math
-import random
 import sys
 import time
 from pathlib import Path
 
 from limner.select import execute, sample, tests, vote
+from limner.stats import bootstrap_ci, mcnemar
 
 METHODS = ("greedy", "random", "logprob", "vote", "pass@n")
 
@@ -63,26 +62,6 @@ def task_row(targets, task, n: int, params: dict, seed: int, want: str, pool,
 
 
 # ---------------------------------------------------------------- statistics
-
-
-def bootstrap_ci(values: list[float], rounds: int = 2000, seed: int = 7) -> tuple[float, float]:
-    if not values:
-        return (0.0, 0.0)
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(rounds))
-    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
-
-
-def mcnemar(a: list[int], b: list[int]) -> tuple[int, int, float]:
-    """(b wins, a wins, exact two-sided p) for paired pass/fail lists."""
-    bw = sum(1 for x, y in zip(a, b) if y and not x)
-    aw = sum(1 for x, y in zip(a, b) if x and not y)
-    m = bw + aw
-    if m == 0:
-        return bw, aw, 1.0
-    tail = sum(math.comb(m, i) for i in range(min(bw, aw) + 1)) / 2 ** m
-    return bw, aw, min(1.0, 2 * tail)
 
 
 def summarize(rows: list[dict], n: int) -> dict:
