@@ -11,7 +11,6 @@ and (4) never fall into its max_tokens=16 default.
 """
 from __future__ import annotations
 
-import codecs
 import os
 import threading
 import time
@@ -21,6 +20,7 @@ from typing import Iterator
 
 from limner.engine import models as registry
 from limner.engine import prompts, quiet
+from limner.engine.output import Output
 from limner.engine.statecache import StateCache
 from limner.events import Event, Failure, Stopped, Text, Usage
 
@@ -118,6 +118,7 @@ class _Loaded:
     last_prompt: int = 0  # prompt length of the last job: the part worth a snapshot
     repo: dict | None = None  # {"repo", "sep"} token ids for repo-level FIM
     batch: object = None  # batch.BatchContext for n > 1, made on first use
+    slots: list = field(default_factory=list)  # scheduler.py's contexts over these weights
 
 
 class Engine:
@@ -334,33 +335,13 @@ class Engine:
             frequency_penalty=_num(p, "frequency_penalty", 0.0),
             presence_penalty=_num(p, "presence_penalty", 0.0),
         )
-        stops = p.get("stop") or []
-        scanner = prompts.StopScanner([stops] if isinstance(stops, str) else list(stops))
-        stopper = _make_stopper(job.stop_spec)
+        out = Output(p, job.stop_spec)
         # llama.cpp's t_max_predict_ms: a decode-time budget, checked only once a
         # line break is out, so an editor gets at least one whole line.
         t_max = _num(p, "t_max_predict_ms", 0.0) / 1000
         vocab = llm._model.vocab
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        n_out, sent, reason, scanner_hit, newline, timed_out = 0, 0, None, False, False, False
+        n_out, reason, timed_out = 0, None, False
         piece = _PieceReader(vocab)
-
-        def release(upto: int) -> str:
-            nonlocal sent
-            out = stopper.text[sent:upto] if upto > sent else ""
-            sent = max(sent, upto)
-            return out
-
-        def emit(text: str):
-            """Feed the FIM stopper; returns (text to send, stop reason or None).
-            Only text the stop has committed goes out, so a cut never has to
-            take back text a client already has (a trailing blank line, say)."""
-            if stopper is None:
-                return text, None
-            keep = stopper.feed(text) if text else None
-            if keep is None:
-                return release(stopper.committed), None
-            return release(keep), getattr(stopper, "reason", "fim")
 
         while reason is None:
             if n_out >= limit:
@@ -369,7 +350,7 @@ class Engine:
             if cancel.is_set():
                 reason = "cancelled"
                 break
-            if t_max and newline and time.perf_counter() - t1 > t_max:
+            if t_max and out.newline and time.perf_counter() - t1 > t_max:
                 reason, timed_out = "length", True
                 break
             tok = sampler.sample(llm._ctx, -1)
@@ -378,34 +359,12 @@ class Engine:
                 break
             n_out += 1
             llm.eval([tok])
-            text, hit = scanner.feed(utf8.decode(piece(tok)))
-            newline = newline or "\n" in text
-            out, why = emit(text)
-            if out:
-                yield Text(out)
-            if why:
-                reason = why
-            elif hit:
-                reason, scanner_hit = "stop", True
-        if reason in ("length", "stop") and stopper is not None:
-            # End of stream: flush a held partial stop match and any split
-            # UTF-8 sequence, then let the FIM stopper have the last word on
-            # the text it held back (a stop string's cut is the client's own).
-            tail = "" if scanner_hit else scanner.feed(utf8.decode(b"", final=True))[0] + scanner.flush()
-            out, why = emit(tail)
-            if why:
-                reason = why
-            else:
-                keep = None if scanner_hit else stopper.finish()
-                if keep is not None:
-                    reason = getattr(stopper, "reason", reason)
-                out += release(len(stopper.text) if keep is None else keep)
-            if out:
-                yield Text(out)
-        elif reason in ("length", "stop") and not scanner_hit:
-            tail = scanner.feed(utf8.decode(b"", final=True))[0] + scanner.flush()
-            if tail:
-                yield Text(tail)
+            text, reason = out.feed(piece(tok))
+            if text:
+                yield Text(text)
+        text, reason = out.finish(reason)
+        if text:
+            yield Text(text)
         t2 = time.perf_counter()
         self.cache.remember(m.path, llm)
         extra = {"model": m.name, "n_ctx": m.n_ctx, "n_threads": _num(p, "n_threads", self.n_threads, int) or self.n_threads}
@@ -415,8 +374,8 @@ class Engine:
             extra["context_full"] = True
         if timed_out:
             extra["time_limit"] = True
-        if scanner_hit:
-            extra["stopping_word"] = scanner.hit
+        if out.scanner_hit:
+            extra["stopping_word"] = out.scanner.hit
         yield Usage(prompt_tokens=len(tokens), completion_tokens=n_out,
                     prompt_ms=(t1 - t0) * 1000, predicted_ms=(t2 - t1) * 1000,
                     cached_tokens=reused, extra=extra)
@@ -427,8 +386,9 @@ class Engine:
 
 
 def _close_loaded(m: _Loaded) -> None:
-    if m.batch is not None:
-        m.batch.close()
+    for c in [m.batch, *m.slots]:  # contexts before the weights they use
+        if c is not None:
+            c.close()
     m.llm.close()
 
 
@@ -488,15 +448,3 @@ class _PieceReader:
             n = llama_cpp.llama_token_to_piece(self.vocab, token, self.buf, self.size, 0, False)
         return self.buf.raw[: max(0, n)]
 
-
-def _make_stopper(spec: dict | None):
-    if not spec:
-        return None
-    try:
-        from limner.fim.stream import make_stopper
-    except ImportError:  # the FIM package is optional here
-        return None
-    try:
-        return make_stopper(spec)
-    except Exception:  # noqa: BLE001 - a stopper failure must not fail the reply
-        return None
