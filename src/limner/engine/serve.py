@@ -1,6 +1,6 @@
 """`limner serve`: an OpenAI-compatible HTTP server over the in-process engine.
 
-    limner serve [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-queue 8]
+    limner serve [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--parallel 4] [--max-queue 8]
 
 Routes: POST /v1/chat/completions, POST /v1/completions (a `suffix` makes it
 fill-in-the-middle), GET /v1/models, llama.cpp-style POST /infill, and an
@@ -8,12 +8,13 @@ unauthenticated GET /health. /infill's parsing and reply shape are in
 serve_infill.py.
 
 How a request flows: auth, parse (openai_schema), a check that the model
-exists, then admission. The engine runs one generation at a time, so the
-server admits one running request plus at most --max-queue waiting ones and
-answers the rest 503 with Retry-After at once: a client can back off instead
-of hanging on a queue that only grows. Each admitted request runs
-`Engine.stream` in its own worker thread, which hands events to the event
-loop; when the HTTP client goes away its `cancel` event is set and the
+exists, then admission. Up to --parallel requests run at once, decoded
+together in one batch (engine/scheduler.py; --parallel 1 runs one at a time
+on the engine as before); the server admits those plus at most --max-queue
+waiting ones and answers the rest 503 with Retry-After at once: a client can
+back off instead of hanging on a queue that only grows. Each admitted request
+runs `Scheduler.stream` in its own worker thread, which hands events to the
+event loop; when the HTTP client goes away its `cancel` event is set and the
 engine stops within a token (or leaves its queue). The first event is
 awaited before the response starts, so a bad model file or an overlong
 prompt still gets a proper HTTP status, streaming or not.
@@ -32,19 +33,22 @@ import time
 from typing import Any, AsyncIterator
 
 from limner.engine import openai_schema as oa
+from limner.engine.serve_log import recorder
 from limner.events import Failure, Sample, Stopped, Text, Usage
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_QUEUE = 8
+DEFAULT_PARALLEL = 4  # like llama-server's --parallel
 # Engine failure kinds that are the client's fault (HTTP 400); others are ours (500).
 CLIENT_FAULTS = {"model", "params", "template", "context"}
 
 
 class Gate:
-    """Admission control: one running request and at most `max_queue` waiting."""
+    """Admission control: `parallel` running requests and at most `max_queue` waiting."""
 
-    def __init__(self, max_queue: int):
-        self.capacity = max(0, max_queue) + 1
+    def __init__(self, max_queue: int, parallel: int = 1):
+        self.parallel = max(1, parallel)
+        self.capacity = max(0, max_queue) + self.parallel
         self.active = 0
         self.avg_s = 2.0  # moving average of how long a request holds the engine
         self._lock = threading.Lock()
@@ -158,21 +162,24 @@ def _failure_response(f: Failure):
 
 
 def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE,
-               log: bool = True):
-    """The FastAPI app over `engine`. Tests run it on a real uvicorn on loopback."""
+               parallel: int = DEFAULT_PARALLEL, log: bool = True):
+    """The FastAPI app over `engine`. Tests run it on a real uvicorn on loopback.
+    `app.state.scheduler.close()` before `engine.close()` stops its batch loop."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from limner.engine.core import Job
     from limner.engine.models import default_for
+    from limner.engine.scheduler import Scheduler
 
     app = FastAPI(title="limner serve", docs_url=None, redoc_url=None, openapi_url=None)
     if api_key:
         app.add_middleware(_BearerAuth, api_key=api_key)
-    gate = Gate(max_queue)
-    app.state.engine, app.state.gate = engine, gate
-    record = _recorder(log)
+    gate = Gate(max_queue, parallel)
+    sched = Scheduler(engine, parallel)  # with 1 slot it hands every job to the engine
+    app.state.engine, app.state.gate, app.state.scheduler = engine, gate, sched
+    record = recorder(log)
     names: dict[str, frozenset] = {"known": frozenset()}
     priming: set = set()  # /infill warm-ups evaluating in the background
 
@@ -197,8 +204,9 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "running": min(gate.active, 1),
-                "waiting": max(0, gate.active - 1), "max_queue": gate.capacity - 1}
+        running = min(gate.active, gate.parallel)
+        return {"status": "ok", "running": running, "waiting": gate.active - running,
+                "max_queue": gate.capacity - gate.parallel, "parallel": gate.parallel}
 
     @app.get("/v1/models")
     async def list_models():
@@ -222,7 +230,7 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
                               f"{', '.join(sorted(names['known']))}", param="model",
                               code="model_not_found"), None
         if not gate.enter():
-            return _error(503, f"the server is busy: {gate.capacity - 1} requests are already "
+            return _error(503, f"the server is busy: {gate.capacity - gate.parallel} requests are already "
                           "waiting. Retry later.", type="server_error", code="queue_full",
                           headers={"Retry-After": str(gate.retry_after())}), None
         for warm in list(priming):  # a cache warm-up gives way to whatever comes next
@@ -236,7 +244,7 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
                     prompt=parsed.prompt, prefix=prefix, suffix=parsed.suffix,
                     params=parsed.params, stop_spec=parsed.stop_spec, n=parsed.n)
                 for prefix in (parsed.prefixes or [parsed.prefix])]
-        run = Run(engine, jobs, gate, done or record)
+        run = Run(sched, jobs, gate, done or record)
         run.meta = {"path": request.url.path, "headers": dict(request.headers), "body": body,
                     "parsed": parsed}
         return run
@@ -349,58 +357,6 @@ async def _watch_disconnect(request, cancel: threading.Event) -> None:
             return
 
 
-def _recorder(enabled: bool):
-    """A function logging one finished Run via limner.log, or doing nothing."""
-    if not enabled or os.environ.get("LIMNER_NO_LOG"):
-        return lambda run: None
-    try:
-        from limner import log
-    except ImportError:
-        return lambda run: None
-    warned = []
-
-    def record(run: Run) -> None:
-        meta = getattr(run, "meta", None)
-        if meta is None:
-            return
-        end, u, text = run.end, run.usage, "".join(run.text)
-        if run.samples:  # n > 1: the first choice is the reply; all of them go to extra
-            text = run.samples[0].text
-        if run.cancel.is_set() or (isinstance(end, Failure) and end.kind == "cancelled"):
-            status = "cancelled"
-        elif isinstance(end, Failure):
-            status = "partial" if text else "error"
-        else:
-            status = "ok"
-        fail = end if isinstance(end, Failure) else None
-        parsed = meta["parsed"]
-        try:
-            log.record({
-                "source": "serve", "request_url": meta["path"], "request_headers": meta["headers"],
-                "request_body": meta["body"], "reply": text, "status": status,
-                "error_kind": fail.kind if fail else None,
-                "error_message": fail.message if fail else None,
-                "error_hint": (fail.hint or None) if fail else None,
-                "stop_reason": end.reason if isinstance(end, Stopped) else None,
-                "elapsed_s": time.monotonic() - run.started, "first_token_s": run.first_token_s,
-                "prompt_ms": u.prompt_ms if u else None, "predicted_ms": u.predicted_ms if u else None,
-                "prompt_tokens": u.prompt_tokens if u else None,
-                "completion_tokens": u.completion_tokens if u else None,
-                "cached_tokens": u.cached_tokens if u else None,
-                "model": oa.model_name(run, parsed.model) or None, "backend": "embedded",
-                "mode": "infill" if parsed.kind == "infill" else parsed.mode,
-                **({"choices": [{"index": c.index, "text": c.text, "finish_reason": c.finish_reason,
-                                 "logprob_mean": c.logprob_mean} for c in run.samples]}
-                   if run.samples else {}),
-            })
-        except Exception as e:  # noqa: BLE001 - the log must never break serving
-            if not warned:
-                warned.append(True)
-                sys.stderr.write(f"limner serve: not logging exchanges: {e}\n")
-
-    return record
-
-
 # ---------------------------------------------------------------- command line
 
 
@@ -417,6 +373,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--ctx", type=int, default=None,
                     help="context size (default: the model's, capped at 8192)")
     ap.add_argument("--batch", type=int, default=None, help="prompt batch size (default 512)")
+    ap.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL,
+                    help="requests decoded together in one batch; more wait "
+                         f"(default {DEFAULT_PARALLEL}; 1 = one at a time)")
     ap.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
                     help=f"requests allowed to wait; more get 503 (default {DEFAULT_MAX_QUEUE})")
     ap.add_argument("--preload", action="append", default=[], metavar="MODEL",
@@ -463,12 +422,13 @@ def main(argv: list[str]) -> int:
         if failure:
             sock.close()
             return _fail(failure.message, failure.hint)
-    app = create_app(engine, api_key=a.api_key, max_queue=a.max_queue, log=not a.no_log)
+    app = create_app(engine, api_key=a.api_key, max_queue=a.max_queue, parallel=a.parallel,
+                     log=not a.no_log)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     sys.stderr.write(f"limner serve: http://{shown}:{port}/v1 (OpenAI API), /infill; "
                      f"{'API key required' if a.api_key else 'no API key'}; "
-                     f"up to {a.max_queue} waiting. Ctrl-C stops.\n")
+                     f"{a.parallel} in parallel, up to {a.max_queue} waiting. Ctrl-C stops.\n")
     config = uvicorn.Config(app, log_level="info" if a.verbose else "warning",
                             access_log=a.verbose, timeout_graceful_shutdown=3)
     try:
@@ -476,6 +436,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         pass  # uvicorn re-raises the Ctrl-C it shut down on; that is a normal stop
     finally:
+        app.state.scheduler.close()
         engine.close()
     sys.stderr.write("limner serve: stopped\n")
     return 0
