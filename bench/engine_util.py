@@ -34,10 +34,10 @@ def new_runtime_dir() -> str:
 class Timed:
     """One `limner` run: start, first stdout byte, last stdout byte, output."""
 
-    def __init__(self, buffer: str, env: dict, args=()):
+    def __init__(self, buffer: str, env: dict, args=(), cwd=None):
         self.start = time.perf_counter()
         proc = subprocess.Popen([LIMNER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env)
+                                stderr=subprocess.PIPE, env=env, cwd=cwd)
         proc.stdin.write(buffer.encode())
         proc.stdin.close()
         self.first = self.last = None

@@ -87,8 +87,9 @@ def is_hit(blocks, h: dict, k: int = 5) -> bool:
     return False
 
 
-def measure(holes: list[dict], budget_tokens: int, out=sys.stdout) -> dict:
+def measure(holes: list[dict], budget_tokens: int, out=None) -> dict:
     """Part 1: recall@5, outline coverage, context tokens, retrieval latency."""
+    out = out or sys.stdout
     counter = budget.Approx()
     indexes = Indexes()
     rec5 = in_outline = 0
@@ -200,8 +201,9 @@ def score(reply: str, h: dict) -> dict:
 
 def run(holes: list[dict], budget_tokens: int, model: str, max_tokens: int = 32,
         threads: int = 1, conditions=CONDITIONS, frame: str = "comment",
-        progress=sys.stderr) -> dict:
+        progress=None) -> dict:
     """Part 2: {condition: [per-hole row]} with em, es, ident, secs, prompt, ctx_tokens."""
+    progress = progress or sys.stderr
     from limner.engine import models
     from limner.engine.core import Engine
 
@@ -231,8 +233,9 @@ def run(holes: list[dict], budget_tokens: int, model: str, max_tokens: int = 32,
     return rows
 
 
-def report(rows: dict, out=sys.stdout) -> dict:
+def report(rows: dict, out=None) -> dict:
     """The table, the paired comparisons and the issue's three goal numbers."""
+    out = out or sys.stdout
     conds = [c for c in CONDITIONS if c in rows]
     n = len(rows[conds[0]])
     print(f"\n{'condition':12s} {'EM':>6s} {'edit sim':>9s} {'ident':>6s} {'ctx tok':>8s} "
