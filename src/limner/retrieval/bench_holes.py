@@ -129,15 +129,23 @@ def rename(pkg_root: str, mapping: dict[str, str]) -> None:
                 fh.write(new)
 
 
-def string_lines(text: str) -> set[int]:
-    """Lines inside a string literal (docstrings): a hole there is prose, not code."""
-    out: set[int] = set()
+def uses(text: str, name: str) -> dict[int, int]:
+    """{0-based line: column} where code uses `name`: a name or an attribute
+    read in an expression. Not an import list, a string, `__all__` or a
+    comment: the renaming reaches those too, but the line is no use of it."""
+    out: dict[int, int] = {}
+    lines = text.split("\n")
     for node in ast.walk(ast.parse(text)):
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) \
-                and isinstance(node.value.value, str):  # a docstring: all of its lines
-            out.update(range(node.lineno, node.end_lineno + 1))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            out.update(range(node.lineno + 1, node.end_lineno + 1))  # continuation lines
+        if isinstance(node, ast.Name) and node.id == name:
+            line, col = node.lineno - 1, node.col_offset
+        elif isinstance(node, ast.Attribute) and node.attr == name and node.end_lineno:
+            line, col = node.end_lineno - 1, node.end_col_offset - len(name)
+        else:
+            continue
+        # Offsets are in UTF-8 bytes; the cut is in characters.
+        col = len(lines[line].encode("utf-8")[:col].decode("utf-8", "replace"))
+        if line not in out or col < out[line]:
+            out[line] = col
     return out
 
 
@@ -153,17 +161,13 @@ def holes_for(pkg_root: str, pkg: str, targets, mapping, rng: random.Random, per
             with open(os.path.join(pkg_root, rel), encoding="utf-8") as fh:
                 text = fh.read()
             lines = text.split("\n")
-            in_string = string_lines(text)
-            for i, line in enumerate(lines):
-                s = line.strip()
-                if (i + 1 not in in_string and re.search(rf"\b{new}\b", s) and not s.startswith(("#", "import ", "from ", "def ",
-                                                                       "class ", "@", '"', "'"))
-                        and len(s) >= 12 and i > 5):
-                    sites.append((rel, i, lines))
-        for rel, i, lines in rng.sample(sites, min(per_target, len(sites))):
+            for i, col in sorted(uses(text, new).items()):
+                s = lines[i].strip()
+                if not s.startswith(("def ", "class ", "@")) and len(s) >= 12 and i > 5:
+                    sites.append((rel, i, col, lines))
+        for rel, i, col, lines in rng.sample(sites, min(per_target, len(sites))):
             line = lines[i]
-            at = (len(line) - len(line.lstrip()) if cut == "line"
-                  else re.search(rf"\b{new}\b", line).start())
+            at = len(line) - len(line.lstrip()) if cut == "line" else col
             holes.append({
                 "id": f"{pkg}/{rel}:{i + 1}", "root": os.path.join(pkg_root, ""), "package": pkg, "path": rel,
                 "prefix": "\n".join(lines[:i]) + "\n" + line[:at], "suffix": "\n" + "\n".join(lines[i + 1:]),
