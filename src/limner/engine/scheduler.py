@@ -11,13 +11,14 @@ How: one thread owns a batch context over the model's weights with N
 sequence slots, each its own KV stream (kv_unified off: a request's greedy
 output is then the same alone or batched; see batch.py). Between steps it
 admits waiting requests into free slots: the prompt is evaluated into the
-slot that already holds the longest prefix of it (a per-slot prefix cache),
-and the first token is sampled at once. Each step is one llama_decode with
-one token per live request. A request that finishes, is cancelled or whose
-client left ends at once and frees its slot for the next one. Each request
-keeps its own sampler chain (parameters, seed), stop strings, max_tokens,
-t_max_predict_ms and FIM syntax-aware stop (output.Output), and gets its
-events on its own queue: `Scheduler.stream` looks like `Engine.stream`.
+slot that already holds the longest prefix of it (a per-slot prefix cache;
+see PROMPT_BLOCK), and the first token is sampled at once. Each step is one
+llama_decode with one token per live request. A request that finishes, is
+cancelled or whose client left ends at once and frees its slot for the next
+one. Each request keeps its own sampler chain (parameters, seed), stop
+strings, max_tokens, t_max_predict_ms and FIM syntax-aware stop
+(output.Output), and gets its events on its own queue: `Scheduler.stream`
+looks like `Engine.stream`.
 
 The thread holds the engine's lock while it has requests, so nothing else
 touches llama.cpp meanwhile. What the slots cannot take goes through
@@ -35,7 +36,7 @@ import random
 import threading
 import time
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 from limner.engine.core import DEFAULT_MAX_TOKENS, _num, _PieceReader
 from limner.engine.output import Output
@@ -43,6 +44,13 @@ from limner.events import Event, Failure, Stopped, Text, Usage
 
 SLOTS_TOKENS_CAP = 16384  # KV cells for all slots together: ~400 MB for the bundled models
 POLL_S = 0.05  # how often a waiting request looks at its cancel event
+# Prompts are evaluated in blocks of this many tokens from position 0, and a
+# slot's cached prefix is reused only up to a block boundary: llama.cpp's
+# kernels round differently for different batch sizes, so reusing an odd
+# prefix (and evaluating the rest as one odd-sized chunk) could change a
+# greedy reply; with fixed blocks a prompt's logits are the same whatever the
+# slot held before. Blocks this small cost nothing measurable on a CPU.
+PROMPT_BLOCK = 32
 
 
 class _Req:
@@ -195,7 +203,7 @@ class Scheduler:
         try:
             while True:
                 if self._closed:
-                    for s in list(live):
+                    for s in live[:]:  # _finish removes s from live
                         self._finish(live, s, "cancelled")
                     return
                 yielding = self.engine._lock.waiting() > 0
@@ -216,7 +224,7 @@ class Scheduler:
                     continue
                 self._step(live)
         except BaseException as e:  # noqa: BLE001 - a request must always get an end
-            for s in list(live):
+            for s in live[:]:  # _finish removes s from live
                 s.out = Output({}, None)
                 self._finish(live, s, "error", Failure(
                     "engine", f"the engine failed: {type(e).__name__}: {e}",
@@ -287,6 +295,7 @@ class Scheduler:
         slot = max((i for i in range(self.n_slots) if i not in used),
                    key=lambda i: _common(self._held[i], tokens))
         reused = min(_common(self._held[slot], tokens), len(tokens) - 1)
+        reused -= reused % PROMPT_BLOCK
         if not llama_cpp.llama_memory_seq_rm(bc.mem, slot, reused, -1):
             llama_cpp.llama_memory_seq_rm(bc.mem, slot, -1, -1)
             reused = 0
@@ -295,12 +304,12 @@ class Scheduler:
                  m.load_s if fresh else None, n_threads)
         live.append(s)
         self._threads(bc, live)
-        for i in range(reused, len(tokens), bc.n_batch):
+        for i in range(reused, len(tokens), PROMPT_BLOCK):
             if req.gone():
                 s.out = Output({}, None)  # nothing decoded yet: nothing to flush
                 self._finish(live, s, "cancelled")
                 return None
-            chunk = tokens[i : i + bc.n_batch]
+            chunk = tokens[i : i + PROMPT_BLOCK]
             last = i + len(chunk) == len(tokens)
             bc.decode([(t, i + k, slot, last and k == len(chunk) - 1) for k, t in enumerate(chunk)])
             self._held[slot] = tokens[: i + len(chunk)]
@@ -320,7 +329,7 @@ class Scheduler:
     def _step(self, live: list[_Seq]) -> None:
         """One llama_decode: the pending token of every live request."""
         bc = self._bc[1]
-        for s in list(live):
+        for s in live[:]:  # _finish removes s from live
             if s.req.gone():
                 self._finish(live, s, "cancelled")
         if not live:
@@ -329,7 +338,7 @@ class Scheduler:
         bc.decode([(s.next, len(self._held[s.slot]), s.slot, True) for s in live])
         for s in live:
             self._held[s.slot].append(s.next)
-        for j, s in enumerate(list(live)):
+        for j, s in enumerate(live[:]):
             self._sample(live, s, j)
 
     def _sample(self, live: list[_Seq], s: _Seq, idx: int) -> None:
