@@ -18,8 +18,9 @@ What limner does with them:
 - t_max_predict_ms bounds decoding once a line is out (engine); n_predict 0
   evaluates the prompt and answers "" (the warm-up primes the prefix cache);
 - samplers, n_indent, id_slot, cache_prompt and t_max_prompt_ms are accepted
-  and ignored: one fixed sampler chain, the stop does n_indent's job, one
-  slot, the prefix cache is always on;
+  and ignored: one fixed sampler chain, the stop does n_indent's job, the
+  slot is the one holding the longest prefix (scheduler.py), the prefix
+  cache is always on;
 - a prompt too long for the context drops the oldest extra chunks, then the
   top of the prefix, and answers `truncated: true`, as llama.cpp does.
 """
