@@ -13,9 +13,10 @@ wall <= 0.4x sequential.
 
 Part 2, over HTTP: a real `limner serve` app (uvicorn in this process), 4
 requests of 128 tokens sent one after the other by one client, then by 4
-clients at once; total completion tokens / wall second. Requests queue one at
-a time in the engine today, so no gain is expected; an n = 4 request is
-shown beside them as what batching the four would give.
+clients at once; total completion tokens / wall second. The app decodes
+concurrent requests together (engine/scheduler.py, --parallel 4);
+bench/serve_concurrency.py compares that with --parallel 1, round by round.
+An n = 4 request is shown beside them: one prompt, its KV shared.
 
 Threads: 2 when the 1-minute load average is < 2, else 1 (2 spinning threads
 on a busy 2-core machine are much slower than 1); printed.
