@@ -101,3 +101,14 @@ def test_part_two_with_the_bundled_model(suite, capsys, tmp_path_factory, monkey
     rows = json.loads(open(str(suite) + ".out").read())["rows"]
     assert set(rows) == set(bench.CONDITIONS) and all(len(r) == 1 for r in rows.values())
     assert rows["in-file"][0]["ctx_tokens"] == 0 < rows["+definition"][0]["ctx_tokens"]
+
+
+def test_model_rows_resume_from_the_rows_file(suite, tmp_path):
+    """Holes already in --rows are read back, not generated (no model is loaded)."""
+    rows_file = tmp_path / "rows.jsonl"
+    holes = bench_holes.load(str(suite))
+    row = {"em": True, "es": 1.0, "ident": True, "secs": 0.1, "reply": "x", "prompt": 9, "ctx_tokens": 0}
+    rows_file.write_text(json.dumps({"id": holes[0]["id"], "rows": {c: row for c in bench.CONDITIONS}})
+                         + "\n" + '{"id": "cut sh')
+    got = bench.run(holes, 256, "no-such-model-is-needed", rows_file=str(rows_file))
+    assert got == {c: [row] for c in bench.CONDITIONS}

@@ -150,6 +150,8 @@ def _context_args(argv: list[str]) -> argparse.Namespace:
                    help="context as # comments (as !retrieve renders it) or as plain code")
     p.add_argument("--conditions", default=",".join(CONDITIONS))
     p.add_argument("--json", help="also write the per-hole rows and the summary here")
+    p.add_argument("--rows", help="append each hole's model results here (JSONL) as it finishes; "
+                   "a run given the same file resumes, skipping holes already in it")
     return p.parse_args(argv)
 
 
@@ -178,12 +180,13 @@ def bench_context(argv: list[str]) -> int:
             bench_holes.save(a.out, holes)
     result = {"part1": bench.measure(holes, a.budget)}
     if a.model:
-        k = a.model_holes or len(holes)
-        subset = holes[:: max(1, len(holes) // k)][:k]  # spread: every package is in
+        k = min(a.model_holes or len(holes), len(holes))
+        subset = [holes[i * len(holes) // k] for i in range(k)]  # spread: every package is in
         print(f"\npart 2: {a.model}, {len(subset)} holes, greedy, max {a.max_tokens} tokens, "
               f"context budget {a.budget} (approximate count), {a.threads} thread(s), "
               f"context framed as {a.frame}", flush=True)
-        rows = bench.run(subset, a.budget, a.model, a.max_tokens, a.threads, conditions, a.frame)
+        rows = bench.run(subset, a.budget, a.model, a.max_tokens, a.threads, conditions, a.frame,
+                         rows_file=a.rows)
         result["part2"] = bench.report(rows)
         result["rows"] = {c: [dict(r, id=h.get("id")) for r, h in zip(rs, subset)]
                           for c, rs in rows.items()}

@@ -22,7 +22,9 @@ line is written, and restored after.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import random
 import sys
 import time
 
@@ -201,9 +203,47 @@ def score(reply: str, h: dict) -> dict:
 
 def run(holes: list[dict], budget_tokens: int, model: str, max_tokens: int = 32,
         threads: int = 1, conditions=CONDITIONS, frame: str = "comment",
-        progress=None) -> dict:
-    """Part 2: {condition: [per-hole row]} with em, es, ident, secs, prompt, ctx_tokens."""
+        progress=None, rows_file: str | None = None) -> dict:
+    """Part 2: {condition: [per-hole row]} with em, es, ident, secs, prompt, ctx_tokens.
+
+    With `rows_file`, each hole's rows are appended there (JSONL) as it
+    finishes, and holes already in it are not generated again: a long run
+    that is stopped resumes where it was."""
     progress = progress or sys.stderr
+    done = _read_rows(rows_file, conditions) if rows_file else {}
+    todo = [h for h in holes if _key(h) not in done]
+    random.Random(0).shuffle(todo)  # a run stopped early still holds a random subset
+    if todo:
+        _generate_rows(todo, budget_tokens, model, max_tokens, threads, conditions, frame,
+                       progress, rows_file, done, len(holes))
+    rows: dict[str, list[dict]] = {c: [] for c in conditions}
+    for h in holes:
+        for c in conditions:
+            rows[c].append(done[_key(h)][c])
+    return rows
+
+
+def _key(h: dict) -> str:
+    return h.get("id") or f"{h['path']}:{len(h['prefix'])}"
+
+
+def _read_rows(path: str, conditions) -> dict:
+    out: dict[str, dict] = {}
+    if not os.path.exists(path):
+        return out
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue  # a line cut short when the run was stopped
+            if isinstance(r, dict) and all(c in r.get("rows", {}) for c in conditions):
+                out[r["id"]] = r["rows"]
+    return out
+
+
+def _generate_rows(todo, budget_tokens, model, max_tokens, threads, conditions, frame,
+                   progress, rows_file, done, total) -> None:
     from limner.engine import models
     from limner.engine.core import Engine
 
@@ -212,25 +252,27 @@ def run(holes: list[dict], budget_tokens: int, model: str, max_tokens: int = 32,
     exact = budget.Vocab.from_gguf(path)
     engine = Engine(n_threads=threads, max_models=1)
     indexes = Indexes()
-    rows: dict[str, list[dict]] = {c: [] for c in conditions}
     try:
-        for n, h in enumerate(holes, 1):
+        for h in todo:
             with indexes.without_hole(h) as idx:
                 ctx = contexts(idx, h, budget_tokens, counter, frame)
             pre, suf = window(h)
+            got = {}
             for c in conditions:
                 reply, usage, secs = _generate(engine, model, ctx[c] + pre, suf, max_tokens, threads)
-                rows[c].append(dict(
-                    score(reply, h), secs=secs, reply=first_line(reply),
-                    prompt=usage.prompt_tokens if usage and usage.prompt_tokens else 0,
-                    ctx_tokens=exact.count(ctx[c]) if ctx[c] else 0))
-            print(f"  {n}/{len(holes)} {h.get('id', h['path'])}: " + "  ".join(
-                f"{c} {'EM' if rows[c][-1]['em'] else ('id' if rows[c][-1]['ident'] else '--')}"
+                got[c] = dict(score(reply, h), secs=secs, reply=first_line(reply),
+                              prompt=usage.prompt_tokens if usage and usage.prompt_tokens else 0,
+                              ctx_tokens=exact.count(ctx[c]) if ctx[c] else 0)
+            done[_key(h)] = got
+            if rows_file:
+                with open(rows_file, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"id": _key(h), "rows": got}) + "\n")
+            print(f"  {len(done)}/{total} {_key(h)}: " + "  ".join(
+                f"{c} {'EM' if got[c]['em'] else ('id' if got[c]['ident'] else '--')}"
                 for c in conditions), file=progress, flush=True)
     finally:
         engine.close()
         indexes.close()
-    return rows
 
 
 def report(rows: dict, out=None) -> dict:
