@@ -89,18 +89,22 @@ def test_scores():
 
 
 @pytest.mark.slow
-def test_part_two_with_the_bundled_model(suite, capsys, tmp_path_factory, monkeypatch):
+@pytest.mark.parametrize("frame", ["comment", "repo"])
+def test_part_two_with_the_bundled_model(suite, capsys, tmp_path_factory, monkeypatch, frame):
     from engine_support import shared_data_dir
 
     monkeypatch.setenv("LIMNER_DATA_DIR", str(shared_data_dir(tmp_path_factory)))
     assert benchcli.main(["context", "--suite", str(suite), "--budget", "256", "--model",
-                          "smollm2-135m", "--max-tokens", "12", "--json", str(suite) + ".out"]) == 0
+                          "smollm2-135m", "--max-tokens", "12", "--frame", frame,
+                          "--json", str(suite) + ".out"]) == 0
     out = capsys.readouterr().out
     for cond in bench.CONDITIONS:
         assert f"\n{cond:12s} " in out
     rows = json.loads(open(str(suite) + ".out").read())["rows"]
     assert set(rows) == set(bench.CONDITIONS) and all(len(r) == 1 for r in rows.values())
     assert rows["in-file"][0]["ctx_tokens"] == 0 < rows["+definition"][0]["ctx_tokens"]
+    # The definition reached the prompt: more prompt tokens than the window alone.
+    assert rows["+definition"][0]["prompt"] > rows["in-file"][0]["prompt"] + 10
 
 
 def test_model_rows_resume_from_the_rows_file(suite, tmp_path):
@@ -112,3 +116,19 @@ def test_model_rows_resume_from_the_rows_file(suite, tmp_path):
                          + "\n" + '{"id": "cut sh')
     got = bench.run(holes, 256, "no-such-model-is-needed", rows_file=str(rows_file))
     assert got == {c: [row] for c in bench.CONDITIONS}
+
+
+def test_repo_frame_gives_files_not_comments(suite):
+    from limner.retrieval.budget import Approx
+
+    h = bench_holes.load(str(suite))[0]
+    ix = bench.Indexes()
+    try:
+        with ix.without_hole(h) as idx:
+            ctx = bench.contexts(idx, h, 256, Approx(), frame="repo")
+    finally:
+        ix.close()
+    text, files = ctx["+retrieve"]
+    assert text == "" and files and files[0][0] == "pkg/fmt.py" and "def vorbex_quillan" in files[0][1]
+    assert ctx["+definition"] == ("", [("pkg/fmt.py", bench.definition_text(h) + "\n")])
+    assert ctx["+outline"].startswith("# ")  # the outline is no file: it stays comments

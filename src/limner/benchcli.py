@@ -146,8 +146,10 @@ def _context_args(argv: list[str]) -> argparse.Namespace:
                    help="generate on this many holes, spread over the list (default: all)")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--frame", choices=("comment", "code"), default="comment",
-                   help="context as # comments (as !retrieve renders it) or as plain code")
+    p.add_argument("--frame", choices=("comment", "code", "repo"), default="comment",
+                   help="context as # comments (as !retrieve renders it), as plain code, or as "
+                   "files with the model's repo-level FIM tokens (models whose vocabulary has a "
+                   "file separator, e.g. the bundled SmolLM2)")
     p.add_argument("--conditions", default=",".join(CONDITIONS))
     p.add_argument("--json", help="also write the per-hole rows and the summary here")
     p.add_argument("--rows", help="append each hole's model results here (JSONL) as it finishes; "

@@ -143,22 +143,34 @@ def commented(text: str, frame: str = "comment") -> str:
     return "\n".join(f"# {ln}".rstrip() for ln in text.rstrip("\n").split("\n")) + "\n\n"
 
 
-def contexts(idx, h: dict, budget_tokens: int, counter, frame: str = "comment") -> dict[str, str]:
+def contexts(idx, h: dict, budget_tokens: int, counter, frame: str = "comment") -> dict:
+    """Per condition, the text before the in-file window; with frame "repo",
+    (text, files) where files go through the model's repo-level FIM tokens
+    (the outline stays comments: it is not a file)."""
+    files: list[tuple[str, str]] = []
+
     def framer(path, start, end, text):
+        if frame == "repo":
+            files.append((path, text.rstrip("\n") + "\n"))
+            return f"<sep>{path}\n{text.rstrip()}\n"  # what it costs in the prompt
         return commented(retrieve.frame(path, start, end, text.rstrip("\n")), frame).rstrip("\n")
 
     blocks = retrieve.retrieve_for_cursor(idx, os.path.join(h["root"], h["path"]), h["prefix"],
                                           h["suffix"], budget_tokens, counter, framer)
+    shown = frame if frame != "repo" else "comment"
     o = outline.outline(idx, [".py"], budget_tokens,
-                        budget.Callable(lambda t: counter.count(commented(t, frame))),
+                        budget.Callable(lambda t: counter.count(commented(t, shown))),
                         focus=[h["path"]])
+    out = {"in-file": "", "+outline": commented(o.text, shown) if o.text else ""}
+    if frame == "repo":
+        kept = {b.text for b in blocks}  # fit() may have dropped some of what was framed
+        out["+retrieve"] = ("", [f for f in files if f"<sep>{f[0]}\n{f[1].rstrip()}\n" in kept])
+        out["+definition"] = ("", [(h["def_path"], definition_text(h) + "\n")])
+        return out
     joiner = "\n#\n" if frame == "comment" else ""
-    return {
-        "in-file": "",
-        "+outline": commented(o.text, frame) if o.text else "",
-        "+retrieve": joiner.join(b.text for b in blocks) + "\n\n" if blocks else "",
-        "+definition": commented(f"--- {h['def_path']}:{h['def_line']}\n{definition_text(h)}", frame),
-    }
+    out["+retrieve"] = joiner.join(b.text for b in blocks) + "\n\n" if blocks else ""
+    out["+definition"] = commented(f"--- {h['def_path']}:{h['def_line']}\n{definition_text(h)}", frame)
+    return out
 
 
 def window(h: dict) -> tuple[str, str]:
@@ -174,14 +186,17 @@ def first_line(reply: str) -> str:
     return ""
 
 
-def _generate(engine, model: str, prefix: str, suffix: str, max_tokens: int, threads: int):
+def _generate(engine, model: str, prefix: str, suffix: str, max_tokens: int, threads: int,
+              files=None, filename: str = ""):
     from limner.engine.core import Job
     from limner.errors import LimnerError
     from limner.events import Failure, Text, Usage
 
     job = Job(model=model, mode="fim", prefix=prefix, suffix=suffix,
               params={"max_tokens": max_tokens, "temperature": 0, "n_threads": threads},
-              stop_spec={"language": "python", "prefix": prefix, "suffix": suffix})
+              stop_spec={"language": "python", "prefix": prefix, "suffix": suffix},
+              extra=[list(f) for f in files] if files else None, filename=filename,
+              repo="repo")
     t = time.perf_counter()
     text, usage = [], None
     for e in engine.stream(job):
@@ -259,10 +274,13 @@ def _generate_rows(todo, budget_tokens, model, max_tokens, threads, conditions, 
             pre, suf = window(h)
             got = {}
             for c in conditions:
-                reply, usage, secs = _generate(engine, model, ctx[c] + pre, suf, max_tokens, threads)
+                text, files = ctx[c] if isinstance(ctx[c], tuple) else (ctx[c], [])
+                reply, usage, secs = _generate(engine, model, text + pre, suf, max_tokens, threads,
+                                               files, h["path"])
+                shown = text + "".join(f"{p}\n{t}" for p, t in files)
                 got[c] = dict(score(reply, h), secs=secs, reply=first_line(reply),
                               prompt=usage.prompt_tokens if usage and usage.prompt_tokens else 0,
-                              ctx_tokens=exact.count(ctx[c]) if ctx[c] else 0)
+                              ctx_tokens=exact.count(shown) if shown else 0)
             done[_key(h)] = got
             if rows_file:
                 with open(rows_file, "a", encoding="utf-8") as fh:
