@@ -5,7 +5,8 @@ models, as in test_serve (whose fixtures these are). What is checked is
 behaviour, not speed: a request's reply is the same alone or batched with
 others (greedy, and seeded sampling), streaming and not, FIM's syntax-aware
 stop included; a client that leaves frees its slot; more requests than slots
-wait and all finish; `n` still works beside batched requests.
+wait and all finish; `n` still works beside batched requests; a long
+prompt joining does not stop the streams already running.
 """
 from __future__ import annotations
 
@@ -119,6 +120,41 @@ def test_n_still_works_beside_batched_requests(server):
     got = together(sampled, lambda: chat(server, PROMPTS[0]), lambda: chat(server, PROMPTS[1]))
     assert len(first) == 3 and got[0] == first
     assert got[1:] == alone
+
+
+def test_a_long_prompt_joining_slows_a_running_stream_but_does_not_stop_it(server):
+    """B's ~600-token prompt is evaluated a block at a time between A's decode
+    steps: A keeps streaming while B waits for its first token."""
+    long = "Summarise this: " + "The quick brown fox jumps over the lazy dog. " * 60
+    a_times: list[float] = []
+
+    def a():
+        stream = client(server, timeout=300).chat.completions.create(
+            model="smollm2-135m", max_tokens=200, temperature=0, stream=True,
+            messages=[{"role": "user", "content": "Count from 1 to 300, separated by commas."}])
+        for ch in stream:
+            if ch.choices and ch.choices[0].delta.content:
+                a_times.append(time.monotonic())
+
+    a_thread = threading.Thread(target=a, daemon=True)
+    a_thread.start()
+    deadline = time.monotonic() + 60
+    while len(a_times) < 3:
+        assert time.monotonic() < deadline and a_thread.is_alive(), "A never streamed"
+        time.sleep(0.01)
+    sent = time.monotonic()
+    first = None
+    text = ""
+    for ch in client(server, timeout=300).chat.completions.create(
+            model="smollm2-135m", max_tokens=4, temperature=0, stream=True,
+            messages=[{"role": "user", "content": long}]):
+        if ch.choices and ch.choices[0].delta.content:
+            first = first or time.monotonic()
+            text += ch.choices[0].delta.content
+    a_thread.join(300)
+    during = [t for t in a_times if sent < t < first]
+    assert len(during) >= 10, f"A sent {len(during)} chunks while B's prompt was evaluated"
+    assert text == chat(server, long, max_tokens=4)
 
 
 @pytest.fixture

@@ -10,15 +10,17 @@ the same idea.
 How: one thread owns a batch context over the model's weights with N
 sequence slots, each its own KV stream (kv_unified off: a request's greedy
 output is then the same alone or batched; see batch.py). Between steps it
-admits waiting requests into free slots: the prompt is evaluated into the
-slot that already holds the longest prefix of it (a per-slot prefix cache;
-see PROMPT_BLOCK), and the first token is sampled at once. Each step is one
-llama_decode with one token per live request. A request that finishes, is
-cancelled or whose client left ends at once and frees its slot for the next
-one. Each request keeps its own sampler chain (parameters, seed), stop
-strings, max_tokens, t_max_predict_ms and FIM syntax-aware stop
-(output.Output), and gets its events on its own queue: `Scheduler.stream`
-looks like `Engine.stream`.
+admits waiting requests into free slots, each into the slot that already
+holds the longest prefix of its prompt (a per-slot prefix cache; see
+PROMPT_BLOCK). Each step is one llama_decode with one token per decoding
+request, then one prompt block of each newcomer (its own llama_decode), so a
+long prompt slows the others' streams instead of stopping them; at its
+prompt's end a newcomer samples its first token and joins the steps. A
+request that finishes, is cancelled or whose client left ends at once and
+frees its slot for the next one. Each request keeps its own sampler chain
+(parameters, seed), stop strings, max_tokens, t_max_predict_ms and FIM
+syntax-aware stop (output.Output), and gets its events on its own queue:
+`Scheduler.stream` looks like `Engine.stream`.
 
 The thread holds the engine's lock while it has requests, so nothing else
 touches llama.cpp meanwhile. What the slots cannot take goes through
@@ -77,9 +79,10 @@ class _Seq:
         self.reused, self.load_s, self.n_threads = reused, load_s, n_threads
         self.out = Output(p, req.job.stop_spec)
         self.t_max = _num(p, "t_max_predict_ms", 0.0) / 1000
-        self.n_out, self.next, self.idx, self.timed_out = 0, None, -1, False
+        self.n_out, self.next, self.timed_out = 0, None, False
+        self.filled = reused  # prompt tokens in the slot's KV so far
         self.chain = None
-        self.t0 = self.t1 = time.perf_counter()
+        self.t0, self.t1 = time.perf_counter(), None  # t1: the prompt is in
 
 
 class Scheduler:
@@ -211,10 +214,8 @@ class Scheduler:
                     req = self._next(key if live else None)
                     if req is None:
                         break
-                    s = self._admit(req, live)
-                    if s is not None:
+                    if self._admit(req, live) is not None:
                         key = req.key
-                        self._sample(live, s, s.idx)
                 self.live = len(live)
                 self.peak = max(self.peak, self.live)
                 if not live:
@@ -302,21 +303,27 @@ class Scheduler:
         self._held[slot] = tokens[:reused]
         s = _Seq(req, slot, m, p, tokens, limit, max_tokens, reused,
                  m.load_s if fresh else None, n_threads)
+        s.chain = _chain(sp, seed)
         live.append(s)
         self._threads(bc, live)
-        for i in range(reused, len(tokens), PROMPT_BLOCK):
-            if req.gone():
-                s.out = Output({}, None)  # nothing decoded yet: nothing to flush
-                self._finish(live, s, "cancelled")
-                return None
-            chunk = tokens[i : i + PROMPT_BLOCK]
-            last = i + len(chunk) == len(tokens)
-            bc.decode([(t, i + k, slot, last and k == len(chunk) - 1) for k, t in enumerate(chunk)])
-            self._held[slot] = tokens[: i + len(chunk)]
-            s.idx = len(chunk) - 1
-        s.t1 = time.perf_counter()
-        s.chain = _chain(sp, seed)
         return s
+
+    def _prefill(self, live: list[_Seq], s: _Seq) -> None:
+        """One block of s's prompt, as its own llama_decode (so its logits are
+        the same as when s runs alone); at the prompt's end, s's first token."""
+        if s.req.gone():
+            return self._finish(live, s, "cancelled")
+        i = s.filled
+        chunk = s.tokens[i : i + PROMPT_BLOCK]
+        last = i + len(chunk) == len(s.tokens)
+        self._bc[1].decode([(t, i + k, s.slot, last and k == len(chunk) - 1)
+                            for k, t in enumerate(chunk)])
+        s.filled = i + len(chunk)
+        self._held[s.slot] = s.tokens[: s.filled]
+        if last:
+            s.t1 = time.perf_counter()
+            self._sample(live, s, len(chunk) - 1)
+        return None
 
     def _threads(self, bc, live: list[_Seq]) -> None:
         import llama_cpp
@@ -327,19 +334,25 @@ class Scheduler:
             bc.threads = n
 
     def _step(self, live: list[_Seq]) -> None:
-        """One llama_decode: the pending token of every live request."""
+        """One llama_decode with the pending token of every decoding request,
+        then one prompt block of each request still being evaluated: a long
+        newcomer slows the others' streams instead of stopping them."""
         bc = self._bc[1]
         for s in live[:]:  # _finish removes s from live
             if s.req.gone():
                 self._finish(live, s, "cancelled")
-        if not live:
-            return
-        self._threads(bc, live)
-        bc.decode([(s.next, len(self._held[s.slot]), s.slot, True) for s in live])
-        for s in live:
-            self._held[s.slot].append(s.next)
-        for j, s in enumerate(live[:]):
-            self._sample(live, s, j)
+        if live:
+            self._threads(bc, live)
+        decoding = [s for s in live if s.next is not None]
+        if decoding:
+            bc.decode([(s.next, len(self._held[s.slot]), s.slot, True) for s in decoding])
+            for s in decoding:
+                self._held[s.slot].append(s.next)
+            for j, s in enumerate(decoding):
+                s.next = None
+                self._sample(live, s, j)
+        for s in [s for s in live if s.t1 is None]:
+            self._prefill(live, s)
 
     def _sample(self, live: list[_Seq], s: _Seq, idx: int) -> None:
         """Pick s's next token from row idx of the last decode, as Engine._decode does."""
@@ -384,7 +397,8 @@ class Scheduler:
         if s.out.scanner_hit:
             extra["stopping_word"] = s.out.scanner.hit
         s.req.events.put(Usage(prompt_tokens=len(s.tokens), completion_tokens=s.n_out,
-                               prompt_ms=(s.t1 - s.t0) * 1000, predicted_ms=(t2 - s.t1) * 1000,
+                               prompt_ms=((s.t1 or t2) - s.t0) * 1000,
+                               predicted_ms=(t2 - (s.t1 or t2)) * 1000,
                                cached_tokens=s.reused, extra=extra))
         if failure is not None:
             s.req.events.put(failure)
