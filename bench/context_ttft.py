@@ -43,8 +43,9 @@ def hole(root: str, name: str) -> tuple[str, str, str]:
 
 
 def context_notes(out: str) -> list[str]:
-    """The !stats lines that list each retrieved block."""
-    return [ln for ln in out.split("\n") if ln.startswith("!note context") and " tokens: " in ln]
+    """The retrieved blocks' sources, in prompt order, from the !stats lines."""
+    return [ln.split(" tokens: ", 1)[1].split(" (", 1)[0] for ln in out.split("\n")
+            if ln.startswith("!note context") and " tokens: " in ln]
 
 
 def main(argv: list[str]) -> int:
@@ -72,8 +73,10 @@ def main(argv: list[str]) -> int:
             buf = f"{head}!file email/{name}\n!retrieve\n\0\n!infill\n{suffix}\n"
             cold = Timed(buf.replace("\0", prefix), env, cwd=root)
             warm = Timed(buf.replace("\0", prefix + typed), env, cwd=root)
-            if context_notes(warm.out) != context_notes(cold.out):
-                print(f"round {r}: the typed characters changed what was retrieved")
+            a, b = context_notes(cold.out), context_notes(warm.out)
+            if a != b:
+                print(f"round {r}: the typed characters changed the retrieved blocks or their "
+                      f"order: {a} -> {b}")
             c, w = stats_of(cold.out), stats_of(warm.out)
             colds.append(cold.ttft)
             warms.append(warm.ttft)

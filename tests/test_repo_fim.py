@@ -114,3 +114,23 @@ def test_the_files_reach_the_model(repo, tmp_path_factory):
     finally:
         eng.close()
         mp.undo()
+
+
+def test_the_vocabulary_is_cached_and_a_bad_cache_is_replaced(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("LIMNER_CACHE_DIR", str(tmp_path))
+    path = models.resolve("smollm2-135m", "completion")[1]
+    mtime = os.stat(path).st_mtime_ns
+    text = "def count_tokens(text, model='small'):\n    return len(text.split())\n"
+    assemble._vocab.cache_clear()
+    first = assemble._vocab(path, mtime)
+    cached, = (tmp_path / "vocab").iterdir()
+    assemble._vocab.cache_clear()
+    again = assemble._vocab(path, mtime)
+    assert again.count(text) == first.count(text) > 10 and again.repo == first.repo == {"repo": 3, "sep": 5}
+    cached.write_bytes(b"not marshal")
+    assemble._vocab.cache_clear()
+    assert assemble._vocab(path, mtime).count(text) == first.count(text)
+    assert cached.read_bytes() != b"not marshal"
+    assemble._vocab.cache_clear()

@@ -386,3 +386,17 @@ def test_cursor_offers_the_api_of_an_imported_module(repo):
     first = blocks[0]
     assert first.source.startswith("pkg/tools.py") and "signatures" in first.reason
     assert "def zq_beta(b, c=2):" in first.text and "return b * c" not in first.text
+
+
+def test_the_word_being_typed_does_not_change_the_blocks(repo):
+    """Each keystroke must keep the same context, or the prefix cache cannot reuse it."""
+    idx = index.open_index(repo)
+    text = (repo / "pkg/use.py").read_text()
+    cut = text.index("    return total")
+    path = str(repo / "pkg/use.py")
+    before = retrieve.retrieve_for_cursor(idx, path, text[:cut] + "    ", text[cut:], 300)
+    # `renderWidget` is defined in web/app.js: typed out in full at the cursor it
+    # would pull that definition in until the next character is typed.
+    for typed in ("r", "ret", "rend", "renderWidget"):
+        after = retrieve.retrieve_for_cursor(idx, path, text[:cut] + "    " + typed, text[cut:], 300)
+        assert [b.source for b in after] == [b.source for b in before], typed

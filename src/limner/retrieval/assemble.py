@@ -62,12 +62,36 @@ class Margin:
 
 @lru_cache(maxsize=4)
 def _vocab(path: str, mtime_ns: int):  # mtime in the key: a replaced file is re-read
+    """The model's vocabulary for counting, and its repo-level FIM ids. Reading
+    Gemma's 262k tokens from the GGUF takes ~0.7 s, every run: a warm infill
+    waited for it, so the result is kept in the cache dir (marshal: ~30 ms)."""
+    import hashlib
+    import marshal
+
     from limner.engine import gguf
     from limner.retrieval.budget import Vocab
+    from limner.retrieval.index import cache_root
 
-    meta = gguf.read_metadata(path)
-    v = Vocab(meta.get("tokenizer.ggml.tokens") or [], name=f"vocab {os.path.basename(path)}")
-    v.repo = gguf.repo_token_ids(meta)  # the same read tells whether repo-level FIM is possible
+    name = f"vocab {os.path.basename(path)}"
+    key = hashlib.sha256(f"{path}\0{mtime_ns}\0{os.path.getsize(path)}".encode()).hexdigest()[:24]
+    cached = cache_root() / "vocab" / f"{key}.marshal"
+    try:
+        with open(cached, "rb") as fh:
+            state, repo = marshal.load(fh)
+        v = Vocab.from_state(state, name)
+    except (OSError, EOFError, ValueError, TypeError):
+        meta = gguf.read_metadata(path)
+        v = Vocab(meta.get("tokenizer.ggml.tokens") or [], name=name)
+        repo = gguf.repo_token_ids(meta)  # the same read tells whether repo-level FIM is possible
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                marshal.dump((v.state(), repo), fh)
+            os.replace(tmp, cached)  # readers never see half a file
+        except OSError:
+            pass  # a read-only cache only costs the slow read next time
+    v.repo = repo
     return v
 
 

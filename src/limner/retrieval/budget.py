@@ -67,6 +67,15 @@ class Vocab:
         self.vocab = frozenset(toks)
         self.longest = min(32, max((len(t) for t in toks), default=1))
 
+    def state(self) -> tuple:
+        return (self._space, self.vocab, self.longest)
+
+    @classmethod
+    def from_state(cls, state: tuple, name: str) -> "Vocab":
+        v = cls((), name)
+        v._space, v.vocab, v.longest = state
+        return v
+
     @classmethod
     def from_gguf(cls, path: str) -> "Vocab":
         from limner.engine import gguf

@@ -259,6 +259,7 @@ def _add_module(idx, pick, path: str, exclude, current: str) -> None:
 
 
 _BARE = re.compile(r"(?<![.\w])([A-Za-z_]\w*)")
+_TYPING = re.compile(r"[A-Za-z_]\w*\Z")
 
 
 def _add_definitions(idx, pick, name: str, exclude) -> None:
@@ -283,7 +284,9 @@ def _add_similar(idx, pick, text: str, kind: str, reason: str, exclude) -> None:
         sim = jaccard(want, _tokens(body))
         if sim < TOO_SIMILAR:
             candidates.append((-sim, p, start, end, body))
-    for neg, p, start, end, body in sorted(candidates)[:SIMILAR]:
+    # The best SIMILAR by score, added in file order: scores move a little with
+    # every keystroke, and a reordering would cost the prefix cache everything after it.
+    for neg, p, start, end, body in sorted(sorted(candidates)[:SIMILAR], key=lambda c: c[1:3]):
         pick.add(p, start, end, body, f"{reason} ({-neg:.2f})")
 
 
@@ -297,6 +300,10 @@ def retrieve_for_cursor(idx, path: str, prefix: str, suffix: str, budget: int = 
     out, which includes everything at or after the hole."""
     counter = counter or Approx()
     current = _rel(idx, path)
+    # The word being typed at the cursor is unfinished: resolving `sel` or
+    # `ret` finds noise, and each keystroke would change the blocks, so the
+    # engine's prefix cache could not keep them (bench/context_ttft.py).
+    prefix = _TYPING.sub("", prefix)
     before = prefix.split("\n")
     after = suffix.split("\n")
 
