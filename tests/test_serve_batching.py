@@ -258,3 +258,55 @@ def test_a_client_leaving_the_queue_frees_its_place(engine):  # noqa: F811
             assert scheduler(srv).waiting() == 0
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_ctrl_c_with_requests_in_flight_exits_cleanly(tmp_path, parallel):
+    """Ctrl-C while requests decode (and one waits): the engine was closed
+    under a running decode, a segfault (exit -11), before serve.shutdown()."""
+    import os
+    import signal
+    import subprocess
+
+    from llama_server import free_port
+    from test_serve import _limner
+
+    port = free_port()
+    env = {**os.environ, "LIMNER_NO_LOG": "1"}
+    proc = subprocess.Popen(_limner() + ["serve", "--port", str(port), "--threads", "1", "--ctx",
+                                         "1024", "--parallel", str(parallel)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url + "/health", timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.2)
+        body = {"stream": True, "max_tokens": 400, "messages": [
+            {"role": "user", "content": "Write a very long story about a river."}]}
+        streams = [httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60)
+                   for _ in range(parallel + 1)]
+
+        def read(s):
+            try:
+                with s as r:
+                    for _ in r.iter_lines():
+                        pass
+            except httpx.HTTPError:
+                pass  # the server went away: expected
+
+        readers = [threading.Thread(target=read, args=(s,), daemon=True) for s in streams]
+        for t in readers:
+            t.start()
+        while httpx.get(url + "/health", timeout=5).json()["running"] < parallel:
+            assert time.monotonic() < deadline, "the requests never started"
+            time.sleep(0.1)
+        time.sleep(1)  # decoding now
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]

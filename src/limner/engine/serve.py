@@ -30,6 +30,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from typing import Any, AsyncIterator
 
 from limner.engine import openai_schema as oa
@@ -164,7 +165,7 @@ def _failure_response(f: Failure):
 def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE,
                parallel: int = DEFAULT_PARALLEL, log: bool = True):
     """The FastAPI app over `engine`. Tests run it on a real uvicorn on loopback.
-    `app.state.scheduler.close()` before `engine.close()` stops its batch loop."""
+    Call `shutdown(app)` before `engine.close()`."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -179,6 +180,8 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
     gate = Gate(max_queue, parallel)
     sched = Scheduler(engine, parallel)  # with 1 slot it hands every job to the engine
     app.state.engine, app.state.gate, app.state.scheduler = engine, gate, sched
+    runs = weakref.WeakSet()  # in flight, for shutdown(); a finished Run drops out by itself
+    app.state.runs = runs
     record = recorder(log)
     names: dict[str, frozenset] = {"known": frozenset()}
     priming: set = set()  # /infill warm-ups evaluating in the background
@@ -245,6 +248,7 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
                     params=parsed.params, stop_spec=parsed.stop_spec, n=parsed.n)
                 for prefix in (parsed.prefixes or [parsed.prefix])]
         run = Run(sched, jobs, gate, done or record)
+        runs.add(run)
         run.meta = {"path": request.url.path, "headers": dict(request.headers), "body": body,
                     "parsed": parsed}
         return run
@@ -436,10 +440,20 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         pass  # uvicorn re-raises the Ctrl-C it shut down on; that is a normal stop
     finally:
-        app.state.scheduler.close()
+        shutdown(app)
         engine.close()
     sys.stderr.write("limner serve: stopped\n")
     return 0
+
+
+def shutdown(app) -> None:
+    """Stop every generation and wait for the engine to be idle: closing it
+    under a decode still running reads freed weights (a segfault on Ctrl-C
+    with requests in flight)."""
+    for run in list(app.state.runs):
+        run.cancel.set()
+    app.state.scheduler.close()
+    app.state.engine._lock.acquire(None)  # cancelled jobs end within a token; kept until exit
 
 
 def _preload(engine, name: str) -> Failure | None:
