@@ -272,10 +272,10 @@ def test_ctrl_c_with_requests_in_flight_exits_cleanly(tmp_path, parallel):
     from test_serve import _limner
 
     port = free_port()
-    env = {**os.environ, "LIMNER_NO_LOG": "1"}
+    environ = {**os.environ, "LIMNER_NO_LOG": "1"}
     proc = subprocess.Popen(_limner() + ["serve", "--port", str(port), "--threads", "1", "--ctx",
                                          "1024", "--parallel", str(parallel)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environ)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
