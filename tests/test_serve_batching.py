@@ -310,3 +310,49 @@ def test_ctrl_c_with_requests_in_flight_exits_cleanly(tmp_path, parallel):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
+    # The streams were ended before uvicorn's graceful shutdown could force-cancel them.
+    assert "Traceback" not in err and "limner serve: stopped" in err, err[-2000:]
+
+
+def test_ctrl_c_before_the_first_token_answers_503_without_a_traceback(tmp_path):
+    """A request still waiting (the model loads on first use) gets a clear 503."""
+    import os
+    import signal
+    import subprocess
+
+    from llama_server import free_port
+    from test_serve import _limner
+
+    port = free_port()
+    environ = {**os.environ, "LIMNER_NO_LOG": "1"}
+    proc = subprocess.Popen(_limner() + ["serve", "--port", str(port), "--threads", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environ)
+    url = f"http://127.0.0.1:{port}"
+    got = {}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url + "/health", timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.2)
+
+        def ask():
+            body = {"model": "gemma3-270m", "max_tokens": 8, "prompt": "def f():"}
+            got["r"] = httpx.post(url + "/v1/completions", json=body, timeout=60)
+
+        t = threading.Thread(target=ask, daemon=True)
+        t.start()
+        while not httpx.get(url + "/health", timeout=5).json().get("running"):
+            assert time.monotonic() < deadline, "the request never started"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    t.join(10)
+    assert proc.returncode == 0 and "Traceback" not in err, err[-2000:]
+    r = got["r"]
+    # Either it was still loading (503, "stopping") or its first token beat the signal.
+    assert r.status_code == 503 and r.json()["error"]["code"] == "stopping" or r.status_code == 200

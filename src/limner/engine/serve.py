@@ -155,6 +155,8 @@ def _error(status: int, message: str, *, type: str = "invalid_request_error", pa
 
 
 def _failure_response(f: Failure):
+    if f.kind == "stopping":
+        return _error(503, f"{f.message}. {f.hint}", type="server_error", code=f.kind)
     if f.kind in CLIENT_FAULTS:
         code = "model_not_found" if f.kind == "model" else (
             "context_length_exceeded" if f.kind == "context" else None)
@@ -182,6 +184,7 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
     app.state.engine, app.state.gate, app.state.scheduler = engine, gate, sched
     runs = weakref.WeakSet()  # in flight, for shutdown(); a finished Run drops out by itself
     app.state.runs = runs
+    app.state.stopping = stopping = asyncio.Event()  # set on Ctrl-C (main's handle_exit)
     record = recorder(log)
     names: dict[str, frozenset] = {"known": frozenset()}
     priming: set = set()  # /infill warm-ups evaluating in the background
@@ -257,15 +260,21 @@ def create_app(engine, *, api_key: str | None = None, max_queue: int = DEFAULT_M
         """The first event, or None when the client left while we waited for the engine."""
         events = run.events()
         watcher = asyncio.create_task(_watch_disconnect(request, run.cancel))
+        stop = asyncio.create_task(stopping.wait())
         try:
             nxt = asyncio.create_task(events.__anext__())
-            done, _ = await asyncio.wait({nxt, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if nxt not in done:
-                nxt.cancel()
-                return None, events
-            return nxt.result(), events
+            done, _ = await asyncio.wait({nxt, watcher, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if nxt in done:
+                return nxt.result(), events
+            nxt.cancel()
+            if stop in done:  # still loading or queued: answer now, not after the load
+                run.cancel.set()
+                return Failure("stopping", "limner serve is stopping",
+                               "Send the request again when it is back."), events
+            return None, events
         finally:
             watcher.cancel()
+            stop.cancel()
 
     async def respond(request: Request, parse, shape):
         parsed, body = await admit(request, parse)
@@ -435,8 +444,18 @@ def main(argv: list[str]) -> int:
                      f"{a.parallel} in parallel, up to {a.max_queue} waiting. Ctrl-C stops.\n")
     config = uvicorn.Config(app, log_level="info" if a.verbose else "warning",
                             access_log=a.verbose, timeout_graceful_shutdown=3)
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            # Ctrl-C ends the generations first, so their streams close and
+            # uvicorn's graceful shutdown has nothing to force-cancel (which
+            # printed an ASGI traceback per open stream).
+            for run in list(app.state.runs):
+                run.cancel.set()
+            app.state.stopping.set()  # requests still waiting for a first token
+            super().handle_exit(sig, frame)
+
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])
     except KeyboardInterrupt:
         pass  # uvicorn re-raises the Ctrl-C it shut down on; that is a normal stop
     finally:
