@@ -241,7 +241,7 @@ def _main(args) -> int:
         print(describe(report["dispatch"]))
     if not beats and not args.force:
         print(f"no candidate beats zero-shot on dev ({zs['passed']}/{zs['of']}): no profile written "
-              "(--force writes the best anyway)")
+              "(--force writes the best other candidate anyway)")
         return 0
     t = report["test"]
     if not beats:
@@ -250,9 +250,9 @@ def _main(args) -> int:
           f"{t['diff'] * 100:+.1f} points (95 % CI {t['ci95'][0] * 100:+.1f} .. {t['ci95'][1] * 100:+.1f}), "
           f"McNemar p = {t['mcnemar_p']:.3g}")
     head = [f"!note limner tune {args.suite} --model {args.model} --k {args.k} --seed {args.seed}: {best}",
-            f"!note dev {report['dev'][best]['passed']}/{report['dev'][best]['of']} vs zero-shot "
-            f"{zs['passed']}{'' if beats else ' (--force)'}; test {t['chosen']}/{t['of']} vs {t['zero-shot']} "
-            f"(see {out.stem}.tune.json)"]
+            (f"!note dev {report['dev'][best]['passed']}/{report['dev'][best]['of']} vs zero-shot "
+             f"{zs['passed']}{'' if beats else ' (--force)'}; test {t['chosen']}/{t['of']} vs {t['zero-shot']} "
+             f"(see {out.stem}.tune.json)")]
     out.write_text(tp.profile_text(how, head, args.profile, args.model, by_name[best]), encoding="utf-8")
     print(f"wrote {out} and {out.stem}.tune.json")
     return 0

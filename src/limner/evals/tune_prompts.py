@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 # Fixed, few and plain: tune measures them, it does not search wording.
 INSTRUCTIONS = {
     "chat": (
-        "You are an expert Python programmer. Write correct, self-contained code that passes the "
-        "test shown, using the exact function name and arguments the test uses.",
-        "Answer with Python code only: one ```python block holding the complete function and any "
-        "imports it needs. Do not explain.",
+        ("You are an expert Python programmer. Write correct, self-contained code that passes the "
+         "test shown, using the exact function name and arguments the test uses."),
+        ("Answer with Python code only: one ```python block holding the complete function and any "
+         "imports it needs. Do not explain."),
     ),
     "completion": (
-        "# Python 3. Each docstring states a task and one of its tests; the function after it "
-        "solves the task and passes the test.",
-        "# Correct, self-contained Python solutions. Each function has the exact name and "
-        "arguments its test calls.",
+        ("# Python 3. Each docstring states a task and one of its tests; the function after it "
+         "solves the task and passes the test."),
+        ("# Correct, self-contained Python solutions. Each function has the exact name and "
+         "arguments its test calls."),
     ),
 }
 
