@@ -260,32 +260,40 @@ def test_a_client_leaving_the_queue_frees_its_place(engine):  # noqa: F811
         srv.stop()
 
 
-@pytest.mark.parametrize("parallel", [1, 2])
-def test_ctrl_c_with_requests_in_flight_exits_cleanly(tmp_path, parallel):
-    """Ctrl-C while requests decode (and one waits): the engine was closed
-    under a running decode, a segfault (exit -11), before serve.shutdown()."""
+def _serve_process(*args):
+    """A `limner serve` child on a free loopback port, answering /health."""
     import os
-    import signal
     import subprocess
 
     from llama_server import free_port
     from test_serve import _limner
 
     port = free_port()
-    environ = {**os.environ, "LIMNER_NO_LOG": "1"}
-    proc = subprocess.Popen(_limner() + ["serve", "--port", str(port), "--threads", "1", "--ctx",
-                                         "1024", "--parallel", str(parallel)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environ)
+    proc = subprocess.Popen(_limner() + ["serve", "--port", str(port), "--threads", "1", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "LIMNER_NO_LOG": "1"})
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(url + "/health", timeout=5)
+            return proc, url
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError("serve did not start: " + proc.communicate()[1][-2000:]) from None
+            time.sleep(0.2)
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_ctrl_c_with_requests_in_flight_exits_cleanly(tmp_path, parallel):
+    """Ctrl-C while requests decode (and one waits): the engine was closed
+    under a running decode, a segfault (exit -11), before serve.shutdown()."""
+    import signal
+
+    proc, url = _serve_process("--ctx", "1024", "--parallel", str(parallel))
     try:
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url + "/health", timeout=5)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.2)
         body = {"stream": True, "max_tokens": 400, "messages": [
             {"role": "user", "content": "Write a very long story about a river."}]}
         streams = [httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60)
@@ -316,28 +324,12 @@ def test_ctrl_c_with_requests_in_flight_exits_cleanly(tmp_path, parallel):
 
 def test_ctrl_c_before_the_first_token_answers_503_without_a_traceback(tmp_path):
     """A request still waiting (the model loads on first use) gets a clear 503."""
-    import os
     import signal
-    import subprocess
 
-    from llama_server import free_port
-    from test_serve import _limner
-
-    port = free_port()
-    environ = {**os.environ, "LIMNER_NO_LOG": "1"}
-    proc = subprocess.Popen(_limner() + ["serve", "--port", str(port), "--threads", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environ)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = _serve_process()
     got = {}
     try:
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url + "/health", timeout=5)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.2)
 
         def ask():
             body = {"model": "gemma3-270m", "max_tokens": 8, "prompt": "def f():"}
