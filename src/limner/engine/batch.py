@@ -22,7 +22,6 @@ prompt, so a repeated prompt is not evaluated again.
 """
 from __future__ import annotations
 
-import ctypes
 import math
 import random
 import time
@@ -216,7 +215,7 @@ def stream(m, p, tokens, n, limit, max_tokens, n_threads, cancel, load_s):
     """Engine._run for n > 1: Sample events, one Usage, then Stopped or Failure."""
     import llama_cpp
 
-    from limner.engine.core import ParamError, _num, _PieceReader
+    from limner.engine.core import ParamError, _num, _PieceReader, sampling
 
     if not 1 <= n <= MAX_N:
         raise ParamError(f"n must be between 1 and {MAX_N}, not {n}")
@@ -239,12 +238,7 @@ def stream(m, p, tokens, n, limit, max_tokens, n_threads, cancel, load_s):
     stops = p.get("stop") or []
     stops = [stops] if isinstance(stops, str) else [s for s in stops if s]
     seed = _num(p, "seed", None, int) if p.get("seed") is not None else None
-    sp = {"top_k": _num(p, "top_k", 40, int), "top_p": _num(p, "top_p", 0.95),
-          "min_p": _num(p, "min_p", 0.05), "typical_p": _num(p, "typical_p", 1.0),
-          "temperature": _num(p, "temperature", _num(p, "temp", 0.8)),
-          "repeat_penalty": _num(p, "repeat_penalty", 1.0),
-          "frequency_penalty": _num(p, "frequency_penalty", 0.0),
-          "presence_penalty": _num(p, "presence_penalty", 0.0)}
+    sp = sampling(p)
     t0 = time.perf_counter()
     samples, reused, prompt_s = run(m.batch, m.llm, tokens, n, sp, limit, stops, seed,
                                           cancel, _PieceReader(m.llm._model.vocab))

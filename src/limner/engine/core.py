@@ -327,14 +327,8 @@ class Engine:
         llm = m.llm
         if p.get("seed") is not None:
             llm.set_seed(_num(p, "seed", 0, int) & 0xFFFFFFFF)
-        sampler = llm._init_sampler(
-            top_k=_num(p, "top_k", 40, int), top_p=_num(p, "top_p", 0.95),
-            min_p=_num(p, "min_p", 0.05), typical_p=_num(p, "typical_p", 1.0),
-            temp=_num(p, "temperature", _num(p, "temp", 0.8)),
-            repeat_penalty=_num(p, "repeat_penalty", 1.0),
-            frequency_penalty=_num(p, "frequency_penalty", 0.0),
-            presence_penalty=_num(p, "presence_penalty", 0.0),
-        )
+        sp = sampling(p)
+        sampler = llm._init_sampler(temp=sp.pop("temperature"), **sp)
         out = Output(p, job.stop_spec)
         # llama.cpp's t_max_predict_ms: a decode-time budget, checked only once a
         # line break is out, so an editor gets at least one whole line.
@@ -413,6 +407,17 @@ def _vocab_fim(llm) -> dict | None:
 
 class ParamError(ValueError):
     pass
+
+
+def sampling(p: dict) -> dict:
+    """The sampler settings of a request, llama.cpp server's defaults where absent.
+    One place for the single decode, batch.py and the serve scheduler."""
+    return {"top_k": _num(p, "top_k", 40, int), "top_p": _num(p, "top_p", 0.95),
+            "min_p": _num(p, "min_p", 0.05), "typical_p": _num(p, "typical_p", 1.0),
+            "temperature": _num(p, "temperature", _num(p, "temp", 0.8)),
+            "repeat_penalty": _num(p, "repeat_penalty", 1.0),
+            "frequency_penalty": _num(p, "frequency_penalty", 0.0),
+            "presence_penalty": _num(p, "presence_penalty", 0.0)}
 
 
 def _num(params: dict, key: str, default, cast=float):

@@ -40,7 +40,8 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
-from limner.engine.core import DEFAULT_MAX_TOKENS, _num, _PieceReader
+from limner.engine.core import DEFAULT_MAX_TOKENS, _num, _PieceReader, sampling
+from limner.engine.statecache import common_prefix
 from limner.engine.output import Output
 from limner.events import Event, Failure, Stopped, Text, Usage
 
@@ -273,12 +274,7 @@ class Scheduler:
             n_threads = _num(p, "n_threads", eng.n_threads, int) or eng.n_threads
             max_tokens = _num(p, "max_tokens", _num(p, "n_predict", DEFAULT_MAX_TOKENS, int), int)
             _num(p, "t_max_predict_ms", 0.0)
-            sp = {"top_k": _num(p, "top_k", 40, int), "top_p": _num(p, "top_p", 0.95),
-                  "min_p": _num(p, "min_p", 0.05), "typical_p": _num(p, "typical_p", 1.0),
-                  "temperature": _num(p, "temperature", _num(p, "temp", 0.8)),
-                  "repeat_penalty": _num(p, "repeat_penalty", 1.0),
-                  "frequency_penalty": _num(p, "frequency_penalty", 0.0),
-                  "presence_penalty": _num(p, "presence_penalty", 0.0)}
+            sp = sampling(p)
             seed = (_num(p, "seed", 0, int) if p.get("seed") is not None
                     else random.SystemRandom().randrange(1 << 31))
             ok = bool(tokens) and len(tokens) < m.n_ctx and max_tokens >= 0
@@ -294,8 +290,8 @@ class Scheduler:
 
         used = {s.slot for s in live}
         slot = max((i for i in range(self.n_slots) if i not in used),
-                   key=lambda i: _common(self._held[i], tokens))
-        reused = min(_common(self._held[slot], tokens), len(tokens) - 1)
+                   key=lambda i: common_prefix(self._held[i], tokens))
+        reused = min(common_prefix(self._held[slot], tokens), len(tokens) - 1)
         reused -= reused % PROMPT_BLOCK
         if not llama_cpp.llama_memory_seq_rm(bc.mem, slot, reused, -1):
             llama_cpp.llama_memory_seq_rm(bc.mem, slot, -1, -1)
@@ -411,13 +407,4 @@ class Scheduler:
             llama_cpp.llama_sampler_free(s.chain)
             s.chain = None
         self.engine.jobs_done += 1
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
