@@ -1,6 +1,8 @@
 """Shared helpers for the engine tests: one data dir per session, event helpers."""
 from __future__ import annotations
 
+import contextlib
+
 from limner.events import Failure, Stopped, Text, Usage
 
 THREADS = 1  # always pinned; 1, because with other work on the 2 cores, 2 threads spin-wait (10x slower)
@@ -38,3 +40,7 @@ def module_engine(tmp_path_factory, **options):
     finally:
         eng.close()
         mp.undo()
+
+
+# The same, as `with engine_session(tmp_path_factory, max_models=1) as eng:` in one test.
+engine_session = contextlib.contextmanager(module_engine)

@@ -325,15 +325,11 @@ def test_limner_with_retrieve_on_the_embedded_engine(repo, tmp_path, tmp_path_fa
 
 @pytest.mark.slow
 def test_warm_second_infill_reuses_the_retrieved_context_from_the_prefix_cache(repo, tmp_path_factory):
-    from engine_support import THREADS, collect, shared_data_dir
+    from engine_support import collect, engine_session
 
     from limner.backends.embedded import job_for
-    from limner.engine.core import Engine
 
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LIMNER_DATA_DIR", str(shared_data_dir(tmp_path_factory)))
-    eng = Engine(n_threads=THREADS, max_models=1)
-    try:
+    with engine_session(tmp_path_factory, max_models=1) as eng:
         tail = "\n\n\n\n\n\n\nprint('done')\n"
         def buf(last):
             return ("!profile local\n!:max_tokens 8\n!:temperature 0\n!file pkg/new.py\n!retrieve\n"
@@ -349,9 +345,6 @@ def test_warm_second_infill_reuses_the_retrieved_context_from_the_prefix_cache(r
         # Everything up to the changed line is reused: at least the whole retrieved context.
         n_context = len(eng._models[next(iter(eng._models))].llm.tokenize(context.encode(), add_bos=False))
         assert second.cached_tokens >= n_context > 20, (second, n_context)
-    finally:
-        eng.close()
-        mp.undo()
 
 
 def test_stats_line_is_followed_by_the_context_lines(repo):

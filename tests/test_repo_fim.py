@@ -91,14 +91,9 @@ def test_llama_cpp_infill_gets_retrieved_files_as_input_extra(repo):
 @pytest.mark.slow
 def test_the_files_reach_the_model(repo, tmp_path_factory):
     """The real engine: the prompt holds the separator tokens and the file's text."""
-    from engine_support import THREADS, collect, shared_data_dir
+    from engine_support import collect, engine_session
 
-    from limner.engine.core import Engine
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LIMNER_DATA_DIR", str(shared_data_dir(tmp_path_factory)))
-    eng = Engine(n_threads=THREADS, max_models=1)
-    try:
+    with engine_session(tmp_path_factory, max_models=1) as eng:
         req = infill(repo, "!profile local\n!:model smollm2-135m\n!:max_tokens 4\n!:temperature 0\n"
                            "!budget 300\n")
         job = job_for(req)
@@ -111,26 +106,3 @@ def test_the_files_reach_the_model(repo, tmp_path_factory):
         job.extra = None
         _, alone, _ = collect(eng.stream(job))
         assert with_files.prompt_tokens > alone.prompt_tokens + 20
-    finally:
-        eng.close()
-        mp.undo()
-
-
-def test_the_vocabulary_is_cached_and_a_bad_cache_is_replaced(tmp_path, monkeypatch):
-    import os
-
-    monkeypatch.setenv("LIMNER_CACHE_DIR", str(tmp_path))
-    path = models.resolve("smollm2-135m", "completion")[1]
-    mtime = os.stat(path).st_mtime_ns
-    text = "def count_tokens(text, model='small'):\n    return len(text.split())\n"
-    assemble._vocab.cache_clear()
-    first = assemble._vocab(path, mtime)
-    cached, = (tmp_path / "vocab").iterdir()
-    assemble._vocab.cache_clear()
-    again = assemble._vocab(path, mtime)
-    assert again.count(text) == first.count(text) > 10 and again.repo == first.repo == {"repo": 3, "sep": 5}
-    cached.write_bytes(b"not marshal")
-    assemble._vocab.cache_clear()
-    assert assemble._vocab(path, mtime).count(text) == first.count(text)
-    assert cached.read_bytes() != b"not marshal"
-    assemble._vocab.cache_clear()
