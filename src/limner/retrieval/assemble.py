@@ -62,9 +62,10 @@ class Margin:
 
 @lru_cache(maxsize=4)
 def _vocab(path: str, mtime_ns: int):  # mtime in the key: a replaced file is re-read
-    """The model's vocabulary for counting, and its repo-level FIM ids. Reading
-    Gemma's 262k tokens from the GGUF takes ~0.7 s, every run: a warm infill
-    waited for it, so the result is kept in the cache dir (marshal: ~30 ms)."""
+    """The model's vocabulary for counting, its repo-level FIM ids and trained
+    context. Reading Gemma's 262k tokens from the GGUF took ~0.7 s on every
+    run, and a warm infill waited for it; the result is kept in the cache dir
+    as one joined string (marshal, then a split: ~60 ms)."""
     import hashlib
     import marshal
 
@@ -73,25 +74,26 @@ def _vocab(path: str, mtime_ns: int):  # mtime in the key: a replaced file is re
     from limner.retrieval.index import cache_root
 
     name = f"vocab {os.path.basename(path)}"
-    key = hashlib.sha256(f"{path}\0{mtime_ns}\0{os.path.getsize(path)}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"v2\0{path}\0{mtime_ns}\0{os.path.getsize(path)}".encode()).hexdigest()[:24]
     cached = cache_root() / "vocab" / f"{key}.marshal"
     try:
         with open(cached, "rb") as fh:
-            state, repo = marshal.load(fh)
+            state, repo, trained = marshal.load(fh)
         v = Vocab.from_state(state, name)
     except (OSError, EOFError, ValueError, TypeError):
         meta = gguf.read_metadata(path)
         v = Vocab(meta.get("tokenizer.ggml.tokens") or [], name=name)
         repo = gguf.repo_token_ids(meta)  # the same read tells whether repo-level FIM is possible
+        trained = gguf.context_length(meta)
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(f".{os.getpid()}.tmp")
             with open(tmp, "wb") as fh:
-                marshal.dump((v.state(), repo), fh)
+                marshal.dump((v.state(), repo, trained), fh)
             os.replace(tmp, cached)  # readers never see half a file
         except OSError:
             pass  # a read-only cache only costs the slow read next time
-    v.repo = repo
+    v.repo, v.trained = repo, trained
     return v
 
 
@@ -134,11 +136,11 @@ def counter_and_window(req: Request) -> tuple[Counter, int | None]:
         path = _model_path(req)
         if path is None:
             return Approx(), CTX_CAP
-        meta = gguf.read_metadata(path, vocab=False)
+        vocab = _vocab(os.path.realpath(path), os.stat(path).st_mtime_ns)
         n_ctx = req.data.get("n_ctx")
         if not (isinstance(n_ctx, int) and n_ctx > 0):
-            n_ctx = min(gguf.context_length(meta) or CTX_CAP, CTX_CAP)
-        return Margin(_vocab(os.path.realpath(path), os.stat(path).st_mtime_ns)), n_ctx
+            n_ctx = min(vocab.trained or CTX_CAP, CTX_CAP)
+        return Margin(vocab), n_ctx
     except (models.ModelError, gguf.GGUFError, OSError):
         return Approx(), CTX_CAP  # the engine reports the model's problem when it loads it
 

@@ -68,12 +68,15 @@ class Vocab:
         self.longest = min(32, max((len(t) for t in toks), default=1))
 
     def state(self) -> tuple:
-        return (self._space, self.vocab, self.longest)
+        """What from_state needs, cheap to marshal: one joined string loads ~8x
+        faster than a set of 262k strings (a token with a NUL never matches text)."""
+        return (self._space, "\0".join(sorted(t for t in self.vocab if "\0" not in t)), self.longest)
 
     @classmethod
     def from_state(cls, state: tuple, name: str) -> "Vocab":
         v = cls((), name)
-        v._space, v.vocab, v.longest = state
+        v._space, joined, v.longest = state
+        v.vocab = frozenset(joined.split("\0")) if joined else frozenset()
         return v
 
     @classmethod
