@@ -161,9 +161,8 @@ def test_a_previous_error_block_is_skipped_on_rerun(run_limner, fault_server):
     assert "Try again." in sent and "HTTP 500" not in sent
 
 
-@pytest.mark.parametrize("sig,code,how", [(signal.SIGINT, 130, "Ctrl-C"),
-                                          (signal.SIGTERM, 143, "SIGTERM")])
-def test_cancel_keeps_partial_text(fault_server, limner_env, sig, code, how):
+def _streaming(fault_server, limner_env):
+    """A limner child reading a slow stream, once its text has started to arrive."""
     proc = subprocess.Popen(limner_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=limner_env)
     proc.stdin.write(buffer(fault_server.url("slow:100")).encode())
@@ -171,6 +170,13 @@ def test_cancel_keeps_partial_text(fault_server, limner_env, sig, code, how):
     out, deadline = b"", time.monotonic() + 30
     while b" w1" not in out and time.monotonic() < deadline:
         out += os.read(proc.stdout.fileno(), 4096)  # the text streams as it arrives
+    return proc, out
+
+
+@pytest.mark.parametrize("sig,code,how", [(signal.SIGINT, 130, "Ctrl-C"),
+                                          (signal.SIGTERM, 143, "SIGTERM")])
+def test_cancel_keeps_partial_text(fault_server, limner_env, sig, code, how):
+    proc, out = _streaming(fault_server, limner_env)
     proc.send_signal(sig)
     out += proc.stdout.read()
     err = proc.stderr.read().decode()
@@ -185,13 +191,7 @@ def test_cancel_keeps_partial_text(fault_server, limner_env, sig, code, how):
 def test_sigterm_after_reader_left_still_exits_143(fault_server, limner_env):
     # An editor's "stop" may close our stdout before its SIGTERM lands: the
     # undeliverable cancel note must not turn the exit into death by SIGPIPE.
-    proc = subprocess.Popen(limner_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=limner_env)
-    proc.stdin.write(buffer(fault_server.url("slow:100")).encode())
-    proc.stdin.close()
-    out, deadline = b"", time.monotonic() + 30
-    while b" w1" not in out and time.monotonic() < deadline:
-        out += os.read(proc.stdout.fileno(), 4096)
+    proc, out = _streaming(fault_server, limner_env)
     proc.stdout.close()  # the reader is gone
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 143
@@ -203,13 +203,7 @@ def test_repeated_sigterm_still_exits_143(fault_server, limner_env):
     # the second SIGTERM lands while limner is already cleaning up or shutting
     # down, and used to find the default action: death by the signal, which
     # Vim reports as exit -1 (test_vim_stop, once in a while).
-    proc = subprocess.Popen(limner_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=limner_env)
-    proc.stdin.write(buffer(fault_server.url("slow:100")).encode())
-    proc.stdin.close()
-    out, deadline = b"", time.monotonic() + 30
-    while b" w1" not in out and time.monotonic() < deadline:
-        out += os.read(proc.stdout.fileno(), 4096)
+    proc, out = _streaming(fault_server, limner_env)
     while proc.poll() is None:  # keep signalling until it is gone: every phase gets one
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.001)
