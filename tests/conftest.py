@@ -22,6 +22,14 @@ from faultserver import FaultServer  # noqa: E402
 from llama_server import LlamaServer, missing_reason  # noqa: E402
 
 
+def sandbox_or_skip(level: str = "strict") -> None:
+    """Skip a test that runs model code when the sandbox level it needs is missing here."""
+    from limner.sandbox.probe import probe
+
+    if level == "strict" and probe().level != "strict":
+        pytest.skip("the strict sandbox is unavailable here")
+
+
 def limner_command() -> list[str]:
     exe = ROOT / ".venv" / "bin" / "limner"
     if exe.exists():

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import limner_command
+from conftest import limner_command, sandbox_or_skip
 from faultserver import FaultServer
 from llama_server import free_port
 
@@ -127,6 +127,12 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(serve_workers, lim
             except sqlite3.OperationalError:  # not made yet
                 pass
             time.sleep(0.2)
+        # Kill it while it holds a request: killed between two requests it
+        # left nothing to retry (retries 0, 1 run in 5 under load).
+        while time.monotonic() < deadline and run.poll() is None:
+            if httpx.get(urls[0] + "/health", timeout=5).json().get("running"):
+                break
+            time.sleep(0.01)
         procs[0].send_signal(signal.SIGKILL)  # mid-run: its in-flight request dies with it
         stdout, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stdout + stderr
@@ -244,10 +250,7 @@ def test_select_over_http_retries_429_with_retry_after(limner_env, tmp_path):
     """`limner eval --select 2 --endpoint URL`: the greedy answer and the two
     samples go through the same dispatcher as the plain eval; the first two
     requests get 429 with Retry-After: 1, are retried, and the output counts them."""
-    from limner.sandbox.probe import probe
-
-    if probe().level != "strict":
-        pytest.skip("the strict sandbox is unavailable here")
+    sandbox_or_skip()
     busy = FaultServer(default="busy:2:1").start()
     out = tmp_path / "sel"
     try:
@@ -275,10 +278,7 @@ def test_select_over_http_retries_429_with_retry_after(limner_env, tmp_path):
 def test_tune_over_http_retries_429_and_reports_it(limner_env, tmp_path):
     """`limner tune` with a profile naming an HTTP endpoint: one request in
     flight, the 429s retried after Retry-After, the summary in NAME.tune.json."""
-    from limner.sandbox.probe import probe
-
-    if probe().level != "strict":
-        pytest.skip("the strict sandbox is unavailable here")
+    sandbox_or_skip()
     busy = FaultServer(default="busy:2:1").start()
     lines = [json.dumps({"id": f"add/{i}", "prompt": f"def add{i}(a, b):\n", "instruction": f"Write add{i}(a, b).",
                          "reference": f"def add{i}(a, b):\n    return a + b\n",

@@ -3,7 +3,6 @@ sandboxed behaviour of each candidate, the vote, `!vote N` in a buffer on the
 real engine, and `limner eval --select` on a real MBPP task."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -15,16 +14,10 @@ import pytest
 from limner.select import execute, tests, vote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import sandbox_or_skip  # noqa: E402
 from engine_support import THREADS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def sandbox_or_skip(level="strict"):
-    from limner.sandbox.probe import probe
-
-    if level == "strict" and probe().level != "strict":
-        pytest.skip("the strict sandbox is unavailable here")
 
 
 def test_mbpp_split_keeps_the_first_assert_visible_and_holds_out_the_rest():

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import sandbox_or_skip  # noqa: E402
 from engine_support import THREADS  # noqa: E402
 
 
@@ -155,10 +156,7 @@ def test_mbpp_splits_are_the_official_ones_and_demos_stay_out_of_dev_and_test():
 
 def test_tune_writes_a_profile_whose_demos_reach_eval(tmp_path, capsys):
     pytest.importorskip("llama_cpp")
-    from limner.sandbox.probe import probe
-
-    if probe().level != "strict":
-        pytest.skip("the strict sandbox is unavailable here")
+    sandbox_or_skip()
     from limner.evals import tune
 
     out = tmp_path / "t.profile"
@@ -178,10 +176,7 @@ def test_tune_writes_a_profile_whose_demos_reach_eval(tmp_path, capsys):
 
 def test_tune_on_a_completion_model_writes_a_block_that_reaches_the_engine(tmp_path, capsys):
     pytest.importorskip("llama_cpp")
-    from limner.sandbox.probe import probe
-
-    if probe().level != "strict":
-        pytest.skip("the strict sandbox is unavailable here")
+    sandbox_or_skip()
     from limner.evals import suites, tune
     from limner.evals.targets import Target
 
