@@ -117,3 +117,11 @@ def test_infill_at_the_cursor_on_the_bundled_gemma_stops_where_the_code_is_compl
     ast.parse("def norm(x, y):\n" + reply + "\n    return r\n")
     completion = next((n for n in note.split(",") if "reply" in n), "")
     assert int(completion.split("reply")[1].split()[0]) < 96  # stopped well before the cap
+
+
+def test_an_unknown_policy_is_an_error_naming_the_known_ones(capsys):
+    from limner import benchcli
+
+    assert benchcli.main(["fim", "--suite", "humaneval-single", "--policies", "limner,magic"]) != 0
+    out = capsys.readouterr().out
+    assert out.startswith("\n\n!error\n\nunknown policy 'magic'") and "Use some of: " in out

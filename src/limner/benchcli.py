@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 
@@ -19,6 +18,15 @@ from limner.errors import LimnerError
 
 USAGE = ("usage: limner bench fim --suite SUITE [--limit N] [--seed S] [--json] [--model M] [--sandbox basic]\n"
          "       limner bench context [--holes N] [--cut line|symbol] [--suite FILE] [--model M] [--model-holes K]\n")
+
+
+def _subset(text: str, allowed, what: str) -> list[str]:
+    """The comma-separated names in `text`; an unknown one is an error listing the others."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise LimnerError(f"unknown {what} {unknown[0]!r}", f"Use some of: {', '.join(allowed)}.")
+    return names
 
 
 def _fim_args(argv: list[str]) -> argparse.Namespace:
@@ -62,10 +70,7 @@ def bench_fim(argv: list[str]) -> int:
         args = _fim_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    unknown = [p for p in policies if p not in bench.POLICIES]
-    if unknown:
-        raise LimnerError(f"unknown policy {unknown[0]!r}", f"Use some of: {', '.join(bench.POLICIES)}.")
+    policies = _subset(args.policies, bench.POLICIES, "policy")
     tasks = suites.sample(suites.load(args.suite), args.limit, args.seed)
     if not args.generate_only and any(t.test for t in tasks):
         from limner.sandbox.probe import require
@@ -164,11 +169,7 @@ def bench_context(argv: list[str]) -> int:
         a = _context_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    conditions = tuple(c.strip() for c in a.conditions.split(",") if c.strip())
-    unknown = [c for c in conditions if c not in bench.CONDITIONS]
-    if unknown:
-        raise LimnerError(f"unknown condition {unknown[0]!r}",
-                          f"Use some of: {', '.join(bench.CONDITIONS)}.")
+    conditions = tuple(_subset(a.conditions, bench.CONDITIONS, "condition"))
     if a.budget <= 0 or a.holes <= 0:
         raise LimnerError("--budget and --holes must be positive", "For example --budget 512.")
     if a.suite:
