@@ -147,12 +147,13 @@ def contexts(idx, h: dict, budget_tokens: int, counter, frame: str = "comment") 
     """Per condition, the text before the in-file window; with frame "repo",
     (text, files) where files go through the model's repo-level FIM tokens
     (the outline stays comments: it is not a file)."""
-    files: list[tuple[str, str]] = []
+    files: dict[str, tuple[str, str]] = {}  # framed text -> (path, text)
 
     def framer(path, start, end, text):
         if frame == "repo":
-            files.append((path, text.rstrip("\n") + "\n"))
-            return f"<sep>{path}\n{text.rstrip()}\n"  # what it costs in the prompt
+            shown = f"<sep>{path}\n{text.rstrip()}\n"  # what it costs in the prompt
+            files[shown] = (path, text.rstrip("\n") + "\n")
+            return shown
         return commented(retrieve.frame(path, start, end, text.rstrip("\n")), frame).rstrip("\n")
 
     blocks = retrieve.retrieve_for_cursor(idx, os.path.join(h["root"], h["path"]), h["prefix"],
@@ -163,8 +164,7 @@ def contexts(idx, h: dict, budget_tokens: int, counter, frame: str = "comment") 
                         focus=[h["path"]])
     out = {"in-file": "", "+outline": commented(o.text, shown) if o.text else ""}
     if frame == "repo":
-        kept = {b.text for b in blocks}  # fit() may have dropped some of what was framed
-        out["+retrieve"] = ("", [f for f in files if f"<sep>{f[0]}\n{f[1].rstrip()}\n" in kept])
+        out["+retrieve"] = ("", [files[b.text] for b in blocks])  # what fit() kept, in its order
         out["+definition"] = ("", [(h["def_path"], definition_text(h) + "\n")])
         return out
     joiner = "\n#\n" if frame == "comment" else ""
