@@ -21,16 +21,14 @@ measured: here the "nodes" share one CPU pair, so Ray cannot be faster.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from scale_router import cpu_name  # noqa: E402  (bench/ is on sys.path: this script's folder)
+from scale_router import section_head  # noqa: E402  (bench/ is on sys.path: this script's folder)
 
 N_SLOTS = 2
 
@@ -112,13 +110,12 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if args.append:
-        head = (f"\n## Scale-out: Ray scoring vs the local pool (`bench/scale_ray.py`)\n\nIssue 12. "
-                f"`nice -n 10 .venv/bin/python bench/scale_ray.py --rounds {args.rounds}` on "
-                f"{datetime.date.today()}, {os.cpu_count()} cores ({cpu_name()}, "
-                f"shared; load average {os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}, "
-                f"Ray {ray.__version__}; HumanEval's 164 canonical solutions, all pass on every side, best of "
-                f"{args.rounds} interleaved rounds (Ray's first, worker-starting round not counted). The two Ray "
-                f"nodes are simulated on this machine: they share its 2 cores.\n\n")
+        head = section_head(
+            "Scale-out: Ray scoring vs the local pool (`bench/scale_ray.py`)",
+            f"nice -n 10 .venv/bin/python bench/scale_ray.py --rounds {args.rounds}",
+            f"Ray {ray.__version__}; HumanEval's 164 canonical solutions, all pass on every side, best of "
+            f"{args.rounds} interleaved rounds (Ray's first, worker-starting round not counted). The two Ray "
+            f"nodes are simulated on this machine: they share its 2 cores.")
         with open(args.append, "a") as f:
             f.write(head + text + "\n")
     return 0

@@ -186,6 +186,13 @@ def added_latency(args) -> dict:
             "added_p50_ms": q["router"][0] - q["direct"][0]}
 
 
+def section_head(title: str, command: str, details: str) -> str:
+    """The docs/benchmarks.md heading and machine line both scale benches append."""
+    return (f"\n## {title}\n\nIssue 12. `{command}` on {datetime.date.today()}, {os.cpu_count()} cores "
+            f"({cpu_name()}, shared with other work; load average {os.getloadavg()[0]:.1f} at the end), "
+            f"Python {platform.python_version()}, {details}\n\n")
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -224,13 +231,12 @@ def main() -> int:
     if args.append:
         import sglang_router
 
-        head = (f"\n## Scale-out: throughput behind sglang-router (`bench/scale_router.py`)\n\nIssue 12. "
-                f"`nice -n 10 .venv/bin/python bench/scale_router.py` on {datetime.date.today()}, "
-                f"{os.cpu_count()} cores ({cpu_name()}, shared with other work; "
-                f"load average {os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}, "
-                f"sglang-router {getattr(sglang_router, '__version__', '?')}, policy round_robin. Fake workers: "
-                f"{args.delay * 1000:.0f} ms per request, {args.slots} slots each (so one worker serves "
-                f"{args.slots / args.delay:.0f} req/s); the client keeps slots × N in flight. Goal ≥ 0.9× linear.\n\n")
+        head = section_head(
+            "Scale-out: throughput behind sglang-router (`bench/scale_router.py`)",
+            "nice -n 10 .venv/bin/python bench/scale_router.py",
+            f"sglang-router {getattr(sglang_router, '__version__', '?')}, policy round_robin. Fake workers: "
+            f"{args.delay * 1000:.0f} ms per request, {args.slots} slots each (so one worker serves "
+            f"{args.slots / args.delay:.0f} req/s); the client keeps slots × N in flight. Goal ≥ 0.9× linear.")
         with open(args.append, "a") as f:
             f.write(head + text + "\n")
     return 0
